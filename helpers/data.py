@@ -53,6 +53,7 @@ def preset(name: str, smoke: bool = False, **overrides) -> dict:
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for {name!r}; valid: {sorted(cfg)}.")
     cfg.update(overrides)
+    cfg["simulator_version"] = synth.SIMULATOR_VERSION
     return cfg
 
 
@@ -291,7 +292,8 @@ def tissue_mask_from_rgb(rgb, threshold: float | None = None, min_size: int = 64
     t = threshold_otsu(score) if threshold is None else threshold
     mask = ndimage.binary_closing(score > t, iterations=closing)
     mask = remove_small_objects(mask, max_size=min_size)
-    return remove_small_holes(mask, max_size=min_size * 4)
+    # lumina and fat are white like glass but enclosed by tissue: they belong to the section
+    return ndimage.binary_fill_holes(remove_small_holes(mask, max_size=min_size * 4))
 
 
 # ----------------------------------------------------------------------------------------- torch datasets
@@ -324,7 +326,8 @@ class ArrayDataset:
         import torch
 
         j = int(self.indices[i])
-        x = torch.from_numpy(np.ascontiguousarray(self.images[j])).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(self.images[j]))  # a copy: cached arrays are read-only memory maps
+        x = x.permute(2, 0, 1).float().div_(255.0)
         if self.transform is not None:
             x = self.transform(x)
         return x, torch.as_tensor(np.asarray(self.targets[j]))
@@ -348,7 +351,7 @@ class TileDataset:
         import torch
 
         s, (y, x) = int(self.slide_index[i]), self.coords[i]
-        patch = np.ascontiguousarray(self.rgb[s, y: y + self.tile, x: x + self.tile])
+        patch = np.array(self.rgb[s, y: y + self.tile, x: x + self.tile])  # copy of a read-only memory map
         t = torch.from_numpy(patch).permute(2, 0, 1).float().div_(255.0)
         if self.transform is not None:
             t = self.transform(t)

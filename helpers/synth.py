@@ -23,6 +23,9 @@ from scipy import ndimage
 from skimage.color import hed2rgb
 from skimage.draw import polygon as draw_polygon
 
+# Bump when the rendering changes: caches record it, so images of an older simulator are never reused.
+SIMULATOR_VERSION = 6
+
 GRADES = ("A", "N", "R1", "R2", "R3", "R4", "R5")
 GRADE_NAMES = {
     "A": "acquisition artefact", "N": "normal tissue", "R1": "Gleason-like 1", "R2": "Gleason-like 2",
@@ -130,8 +133,8 @@ def _make_nuclei(y, x, ry, rx, angle, ntype, dark, priority):
 
 
 def _resolve_overlaps(nuclei, shape):
-    """Drop nuclei outside the canvas and, of every pair closer than 0.9 × the sum of their radii, the one with
-    the lower priority. The survivors keep their centre pixel, so every nucleus appears in the instance mask."""
+    """Drop nuclei outside the canvas and, of every pair closer than 0.9 × the sum of their mean radii, the one
+    with the lower priority. Elongated nuclei may then touch or overlap slightly, as real ones do."""
     from scipy.spatial import cKDTree
 
     h, w = shape
@@ -140,7 +143,7 @@ def _resolve_overlaps(nuclei, shape):
     n = len(nuclei["y"])
     if n < 2:
         return nuclei
-    radius = np.maximum(nuclei["ry"], nuclei["rx"])
+    radius = np.sqrt(nuclei["ry"] * nuclei["rx"])
     pts = np.column_stack([nuclei["y"], nuclei["x"]])
     pairs = cKDTree(pts).query_pairs(r=2 * 0.9 * radius.max(), output_type="ndarray")
     if len(pairs):
@@ -157,8 +160,9 @@ def _resolve_overlaps(nuclei, shape):
     return nuclei
 
 
-def _paint_nuclei(rng, shape, nuclei, hema, eosin):
-    """Rasterise all nuclei at once (one window per nucleus); returns instance and type maps and paints H/E."""
+def _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue):
+    """Rasterise all nuclei at once (one window per nucleus); returns instance and type maps and paints H/E.
+    A nucleus on the section's edge is cut by it: no stain and no mask outside ``tissue``."""
     h, w = shape
     inst = np.zeros(shape, np.int32)
     types = np.zeros(shape, np.uint8)
@@ -180,6 +184,7 @@ def _paint_nuclei(rng, shape, nuclei, hema, eosin):
     inside_canvas = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
     yy = np.broadcast_to(yy, r2.shape)
     xx = np.broadcast_to(xx, r2.shape)
+    inside_canvas = inside_canvas & tissue[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
     # soft edge for the stain (anti-aliasing), hard edge for the mask
     soft = np.clip((1.15 - r2) / 0.3, 0.0, 1.0) * inside_canvas
     chromatin = 1.0 + 0.15 * rng.standard_normal(r2.shape)
@@ -193,6 +198,9 @@ def _paint_nuclei(rng, shape, nuclei, hema, eosin):
     inst[yy[hard], xx[hard]] = ids[hard]
     tmap = np.broadcast_to(nuclei["type"][:, None, None], r2.shape)
     types[yy[hard], xx[hard]] = tmap[hard]
+    # where two nuclei overlap the later one is drawn on top; every nucleus keeps at least its centre pixel
+    inst[cy, cx] = np.arange(1, n + 1)
+    types[cy, cx] = nuclei["type"]
     return inst, types
 
 
@@ -216,7 +224,7 @@ def _place_discs(rng, region, radii_fn, gap_px, n_candidates, max_count=None):
     return acc
 
 
-def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severity):
+def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severity, tissue):
     """Paint gland epithelium and lumina; returns the nuclei lining each gland."""
     h, w = shape
     parts = []
@@ -246,14 +254,15 @@ def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severi
         lumen_scale = 1.0 - t
         if neoplastic and sev > 3.2 and rng.random() < min(0.9, (sev - 3.2) / 1.5):
             lumen_scale = 0.0  # solid nest without lumen
-        epi = (rho < 1.0) & (rho >= lumen_scale)
-        lum = rho < lumen_scale
         sub = (slice(y0, y1), slice(x0, x1))
-        eosin[sub][epi] = 0.20 + 0.05 * rng.random() + (0.04 if neoplastic else 0.0)
-        hema[sub][epi] = 0.10 + (0.05 if neoplastic else 0.0)
+        inside = tissue[sub]  # a gland never spills over the section's edge
+        epi = (rho < 1.0) & (rho >= lumen_scale) & inside
+        lum = (rho < lumen_scale) & inside
+        eosin[sub][epi] = 0.17 + 0.05 * rng.random() + (0.03 if neoplastic else 0.0)
+        hema[sub][epi] = 0.30 + (0.08 if neoplastic else 0.0)
         eosin[sub][lum] = 0.015 + 0.02 * (rng.random() < 0.35)   # some lumina hold pale secretion
         hema[sub][lum] = 0.004
-        masks["glands"][sub] |= rho < 1.0
+        masks["glands"][sub] |= (rho < 1.0) & inside
         masks["lumen"][sub] |= lum
         # nuclei lining the gland, at the basal side of the epithelium
         n_rings = 1 if not neoplastic else (1 + int(sev > 1.5) + int(sev > 3.0))
@@ -277,7 +286,11 @@ def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severi
             # columnar nuclei point towards the gland centre
             outward = np.arctan2(ny - gy, nx - gx) + rng.normal(0, 0.2 + 0.15 * sev, count)
             dark = (0.95 if not neoplastic else 1.05 + 0.07 * sev) * rng.uniform(0.85, 1.15, count)
-            parts.append(_make_nuclei(ny, nx, ry, rx, outward, 1 if neoplastic else 2, dark, 3.0 - 0.1 * ring))
+            iy = np.clip(np.rint(ny).astype(int), 0, h - 1)
+            ix = np.clip(np.rint(nx).astype(int), 0, w - 1)
+            on = tissue[iy, ix]
+            parts.append(_make_nuclei(ny[on], nx[on], ry[on], rx[on], outward[on], 1 if neoplastic else 2, dark[on],
+                                      3.0 - 0.1 * ring))
     return _concat_nuclei(parts)
 
 
@@ -311,10 +324,13 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
     masks["fat"] = fat.copy()
 
     # stroma: eosinophilic fibres with faint hematoxylin
-    fibres = _fibre_texture(rng, shape, theta, coherence_map, wavelength_px=max(3.0, 7.0 * px))
-    eosin = np.where(tissue, 0.19 + 0.05 * fibres + 0.02 * _smooth_noise(rng, shape, 20 * px), 0.0)
+    fibres = _fibre_texture(rng, shape, theta, coherence_map, wavelength_px=max(4.0, 11.0 * px))
+    # collagen bundles with pale clefts between them: a soft threshold of the fibre texture
+    looseness = 0.6 + 0.5 * _smooth_noise(rng, shape, 25 * px)   # denser and looser stroma in patches
+    bundles = 1.0 / (1.0 + np.exp(-2.5 * (fibres + looseness)))
+    eosin = np.where(tissue, 0.05 + 0.24 * bundles + 0.03 * _smooth_noise(rng, shape, 20 * px), 0.0)
     eosin = np.clip(eosin, 0.02, None) * tissue
-    hema = np.where(tissue, 0.025 + 0.01 * _smooth_noise(rng, shape, 10 * px), 0.0)
+    hema = np.where(tissue, 0.17 + 0.03 * _smooth_noise(rng, shape, 10 * px), 0.0)
 
     parts = []
     gland_free = tissue & ~fat
@@ -323,7 +339,7 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
         area_um2 = region.sum() / px**2
         n_cand = int(gland_density * area_um2 / 900) + 1
         glands = _place_discs(rng, region, lambda n: rng.uniform(22, 50, n) * px, 22 * px, n_cand)
-        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, False, severity_map))
+        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, False, severity_map, tissue))
     if tumour.any():
         sev_mean = float(severity_map[tumour].mean())
         region = tumour & ~fat
@@ -333,13 +349,13 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
         r_lo, r_hi = max(6.0, 24 - 3.6 * sev_mean), max(9.0, 34 - 4.4 * sev_mean)
         gap = max(2.0, 14 - 2.4 * sev_mean) * px
         glands = _place_discs(rng, region, lambda n: rng.uniform(r_lo, r_hi, n) * px, gap, n_cand)
-        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, True, severity_map))
+        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, True, severity_map, region))
         # high grades: cords and sheets of tumour cells between the glands
         cord_weight = 1.0 / (1.0 + np.exp(-(severity_map - 3.3) * 2.2))
         cords = (_smooth_noise(rng, shape, 6 * px) > 1.2 - 1.9 * cord_weight) & region & ~masks["glands"]
         area = cords.sum()
         if area:
-            n = int(area / (2 * (3.8 * px) ** 2 * 1.7))
+            n = int(area / (2 * (3.8 * px) ** 2 * 1.1))
             ys, xs = np.nonzero(cords)
             pick = rng.integers(0, len(ys), n)
             sev = severity_map[ys[pick], xs[pick]]
@@ -377,9 +393,12 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
     if fat.any():
         _paint_fat(rng, fat, px, hema, eosin)
 
+    grain = 1.0 + 0.12 * rng.standard_normal(shape, dtype=np.float32)
+    eosin *= grain
+    hema *= grain
     nuclei = _resolve_overlaps(_concat_nuclei(parts), shape)
     nuclei.pop("priority")
-    inst, types = _paint_nuclei(rng, shape, nuclei, hema, eosin)
+    inst, types = _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue)
 
     # tissue edge band: the outer rim of each tissue piece (crushed, often darker)
     if tissue.all():
@@ -424,7 +443,7 @@ def _to_rgb(rng, hema, eosin, tissue):
     hed[..., 0] = H_UNIT * hema
     hed[..., 1] = E_UNIT * eosin
     # real scans leave a residual in skimage's third (DAB) channel; without it the colours are too magenta
-    hed[..., 2] = D_UNIT * (0.25 * tissue + 0.6 * eosin + 0.25 * hema)
+    hed[..., 2] = D_UNIT * (0.25 * tissue + 1.3 * eosin + 0.25 * hema)
     rgb = hed2rgb(hed).astype(np.float32)
     rgb = rgb * np.float32(0.96) + np.float32(0.02)  # scanner white level / black offset
     rgb += np.float32(0.012) * rng.standard_normal(rgb.shape, dtype=np.float32)
@@ -521,7 +540,7 @@ def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, 
         ys, xs = np.nonzero(inner if inner.any() else tissue)
         for _ in range(k):
             i = rng.integers(0, len(ys))
-            radius = float(np.exp(rng.uniform(np.log(0.04), np.log(0.2))) * size)
+            radius = float(np.exp(rng.uniform(np.log(0.05), np.log(0.25))) * size)
             poly = _star_polygon(rng, ys[i], xs[i], radius)
             rr, cc = draw_polygon(poly[:, 0], poly[:, 1], shape)
             region = np.zeros(shape, bool)
@@ -586,7 +605,7 @@ def regression_sample_params(n_samples=16, seed=0):
     """
     rng = np.random.default_rng(seed + 7919)
     return {
-        "cellularity": rng.uniform(0.4, 3.4, n_samples),
+        "cellularity": rng.uniform(0.4, 5.0, n_samples),
         "coherence": rng.uniform(0.15, 0.9, n_samples),
         "md_shift": rng.normal(0, 0.03, n_samples),
         "fa_shift": rng.normal(0, 0.015, n_samples),
@@ -595,7 +614,7 @@ def regression_sample_params(n_samples=16, seed=0):
     }
 
 
-def md_fa_from_tissue(nuclear_fraction, coherence, md_shift=0.0, fa_shift=0.0, rng=None, noise=(0.02, 0.01)):
+def md_fa_from_tissue(nuclear_fraction, coherence, md_shift=0.0, fa_shift=0.0, rng=None, noise=(0.008, 0.006)):
     """The simulator's diffusion model: MD (µm²/ms) falls with nuclear area fraction (restriction by cells),
     FA rises with the coherence of fibre and nuclear orientation; plus sample shifts and measurement noise."""
     nuclear_fraction = np.asarray(nuclear_fraction, float)
@@ -618,7 +637,7 @@ def render_regression_patch(seed, sample_params, sample, size=96, um_per_px=1.0)
     rng = np.random.default_rng(seed)
     p = {k: v[sample] for k, v in sample_params.items()}
     shape = (size, size)
-    cell = float(np.clip(p["cellularity"] * np.exp(rng.normal(0, 0.3)), 0.2, 4.0))
+    cell = float(np.clip(p["cellularity"] * np.exp(rng.normal(0, 0.3)), 0.2, 6.0))
     coh_mean = float(np.clip(p["coherence"] + rng.normal(0, 0.12), 0.02, 0.98))
     coherence = np.clip(coh_mean + 0.15 * _smooth_noise(rng, shape, 20 / um_per_px), 0, 1)
     theta = rng.uniform(0, np.pi) + 0.5 * _smooth_noise(rng, shape, 40 / um_per_px)

@@ -1,0 +1,94 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import env, report
+
+
+def test_auto_device_is_available_one():
+    dev = env.select_device("auto")
+    assert dev.type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        assert dev.type in {"cpu", "mps"}
+    assert env.select_device("cpu").type == "cpu"
+
+
+def test_bad_device_names_the_fix():
+    with pytest.raises(ValueError, match="DEVICE"):
+        env.select_device("tpu-please")
+
+
+def test_same_seed_same_numbers():
+    env.seed_everything(3)
+    a = torch.rand(5), np.random.rand(3)
+    env.seed_everything(3)
+    b = torch.rand(5), np.random.rand(3)
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="SEED"):
+        env.seed_everything(-1)
+
+
+def test_version_report_names_the_stack():
+    v = env.versions()
+    for name in ("python", "torch", "captum", "pytorch_grad_cam", "lime", "sklearn", "nibabel", "ants"):
+        assert v[name] != "missing", name
+
+
+def test_record_writes_flat_json(tmp_path):
+    report.init(tmp_path / "out")
+    report.record("a", np.float32(0.5))
+    report.record("b", np.arange(3))
+    report.record("c", 7)
+    report.record("a", 0.25)  # overwrite keeps one entry
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics == {"a": 0.25, "b": [0, 1, 2], "c": 7}
+    assert report.load_metrics(tmp_path / "out") == metrics
+
+
+def test_record_refuses_garbage(tmp_path):
+    report.init(tmp_path)
+    with pytest.raises(ValueError, match="finite"):
+        report.record("x", math.nan)
+    with pytest.raises(TypeError, match="number"):
+        report.record("x", {"nested": 1})
+    with pytest.raises(ValueError, match="name"):
+        report.record("has space", 1)
+
+
+def test_init_starts_fresh(tmp_path):
+    report.init(tmp_path)
+    report.record("old", 1)
+    report.init(tmp_path)
+    report.record("new", 2)
+    assert report.load_metrics(tmp_path) == {"new": 2}
+
+
+def test_output_dir_errors(tmp_path, monkeypatch):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match="OUTPUT_DIR"):
+        report.init(f)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        report.ensure_writable_dir(tmp_path / "nope", "DATA_DIR", create=False)
+    # root bypasses permission bits, so simulate a read-only folder through os.access
+    monkeypatch.setattr(report.os, "access", lambda *a, **k: False)
+    with pytest.raises(PermissionError, match="not writable"):
+        report.ensure_writable_dir(tmp_path, "DATA_DIR")
+
+
+def test_save_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report.init(tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    path = report.save_figure(fig, "line")
+    assert path.exists() and path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="stem"):
+        report.save_figure(fig, "a/b")
