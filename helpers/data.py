@@ -27,34 +27,41 @@ PRESETS = {
     },
     # paper 001: DiagSet patches, 7 balanced classes, train/validation/test per class
     "grading": {
-        "default": dict(train=280, val=50, test=70, size=96, um_per_px=1.0, overlap=0.45),
-        "smoke": dict(train=16, val=6, test=8, size=64, um_per_px=1.0, overlap=0.45),
+        "default": dict(train=280, val=50, test=70, size=96, um_per_px=1.0, overlap=0.35),
+        "smoke": dict(train=16, val=6, test=8, size=64, um_per_px=1.0, overlap=0.35),
     },
     # paper 001 §3.6: PanNuke-like nuclei segmentation patches (neoplastic / non-neoplastic)
     "segmentation": {
         "default": dict(n=600, size=96, um_per_px=1.0),
         "smoke": dict(n=40, size=64, um_per_px=1.0),
     },
-    # paper 003: patches from 16 samples with CC, MD, FA targets
+    # paper 003: patches from 16 samples with CC, MD, FA targets; the training samples (3 and 4, 0-based 2 and 3)
+    # get extra patches, as in the thesis where they held thousands of patches each
     "regression": {
-        "default": dict(n_samples=16, per_sample=120, size=96, um_per_px=1.0),
-        "smoke": dict(n_samples=16, per_sample=12, size=64, um_per_px=1.0),
+        "default": dict(n_samples=16, per_sample=120, size=96, um_per_px=1.0, extra_samples=(2, 3),
+                        extra_per_sample=480),
+        "smoke": dict(n_samples=16, per_sample=12, size=64, um_per_px=1.0, extra_samples=(2, 3),
+                      extra_per_sample=12),
     },
 }
 _TAGS = {"tile_slides": 1, "grading": 2, "segmentation": 3, "regression": 4}
 
 
-def preset(name: str, smoke: bool = False, **overrides) -> dict:
-    """The configuration of a simulated data set (``default`` or ``smoke``), with optional overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(PRESETS)}.")
-    cfg = dict(PRESETS[name]["smoke" if smoke else "default"])
+def choose_preset(table: dict, name: str, smoke: bool, overrides: dict, what: str = "data set") -> dict:
+    """``table[name]["smoke" | "default"]`` with ``overrides`` applied; unknown names and options are refused."""
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(table)}.")
+    cfg = dict(table[name]["smoke" if smoke else "default"])
     unknown = set(overrides) - set(cfg)
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for {name!r}; valid: {sorted(cfg)}.")
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for {what} {name!r}; valid: {sorted(cfg)}.")
     cfg.update(overrides)
-    cfg["simulator_version"] = synth.SIMULATOR_VERSION
     return cfg
+
+
+def preset(name: str, smoke: bool = False, **overrides) -> dict:
+    """The configuration of a simulated data set (``default`` or ``smoke``), with optional overrides."""
+    return choose_preset(PRESETS, name, smoke, overrides) | {"simulator_version": synth.SIMULATOR_VERSION}
 
 
 def check_data_dir(data_dir) -> Path:
@@ -198,12 +205,14 @@ def _reg_job(seed_seq, params, sample, size, um_per_px):
 
 def ensure_regression_patches(data_dir, smoke: bool = False, seed: int = 0, **overrides):
     """Paper 003's data in simulation: patches from ``n_samples`` tumours with targets CC (exact nuclei
-    count), MD and FA, plus the ground-truth nuclei instances and cellularity / coherence maps."""
+    count), MD and FA, plus the ground-truth nuclei instances and cellularity / coherence maps. Samples listed in
+    ``extra_samples`` (the training samples) get ``extra_per_sample`` more patches."""
     cfg = preset("regression", smoke, **overrides) | {"seed": int(seed)}
     params = synth.regression_sample_params(cfg["n_samples"], seed)
     jobs, samples = [], []
     for s in range(cfg["n_samples"]):
-        for _ in range(cfg["per_sample"]):
+        extra = cfg["extra_per_sample"] if s in cfg["extra_samples"] else 0
+        for _ in range(cfg["per_sample"] + extra):
             jobs.append((_seed(seed, "regression", len(jobs)), params, s, cfg["size"], cfg["um_per_px"]))
             samples.append(s)
 

@@ -1,0 +1,172 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import cache, data, models, train
+
+
+# --------------------------------------------------------------------------------------------- architectures
+def test_vgg16_tile_classifier_keeps_the_vgg16_layout():
+    model = models.VGG16TileClassifier(width=0.125)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 13 and all(c.kernel_size == (3, 3) for c in convs)
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert models.VGG16TileClassifier(1.0).channels == 512          # width 1 is the real VGG-16
+    # the last conv after ReLU is reachable by name and keeps stride 16 (paper 000: 512 px → 32×32)
+    acts = {}
+    models.get_layer(model, "features.relu5_3").register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
+    out = model(torch.rand(2, 3, 128, 128))
+    assert out.shape == (2, 1) and acts["a"].shape == (2, 64, 8, 8) and (acts["a"] >= 0).all()
+    with pytest.raises(KeyError, match="no layer 'features.relu6_1'"):
+        models.get_layer(model, "features.relu6_1")
+
+
+def test_grading_cnn_is_paper_001s_design():
+    model = models.GradingCNN(7, input_size=96)
+    convs = [model.conv1, model.conv2, model.conv3]
+    assert [c.kernel_size for c in convs] == [(3, 3), (5, 5), (5, 5)]
+    assert all(p.kernel_size == 3 and p.stride == 2 for p in (model.pool1, model.pool2, model.pool3))
+    linear = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert len(linear) == 7 and linear[-1].out_features == 7
+    assert sum(isinstance(m, nn.ReLU) for m in model.classifier) == 6   # ReLU between the linear layers
+    assert model(torch.rand(3, 3, 96, 96)).shape == (3, 7)
+    with pytest.raises(ValueError, match="input_size=64"):
+        model(torch.rand(1, 3, 64, 64))
+
+
+def test_unet_shapes_and_bad_sizes():
+    unet = models.UNet(2, base=4, depth=3)
+    assert unet(torch.rand(2, 3, 64, 64)).shape == (2, 2, 64, 64)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        unet(torch.rand(1, 3, 60, 60))
+
+
+# -------------------------------------------------------------------------------------------------- losses
+def test_bce_dice_loss_and_dice_score_against_references():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    logits = torch.tensor(rng.normal(size=(3, 2, 8, 8)), dtype=torch.float32)
+    target = torch.tensor(rng.random((3, 2, 8, 8)) > 0.6, dtype=torch.float32)
+    p = torch.sigmoid(logits)
+    dice = [(2 * (p[:, c] * target[:, c]).sum() + 1) / (p[:, c].sum() + target[:, c].sum() + 1) for c in range(2)]
+    expected = nn.functional.binary_cross_entropy(p, target) + 1 - torch.stack(dice).mean()
+    assert float(train.BCEDiceLoss()(logits, target)) == pytest.approx(float(expected), rel=1e-5)
+    a, b = rng.random((50, 50)) > 0.5, rng.random((50, 50)) > 0.4
+    assert train.dice_score(a, b) == pytest.approx(f1_score(b.ravel(), a.ravel()))    # Dice is F1 on pixels
+    assert train.dice_score(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
+    with pytest.raises(ValueError, match="differ"):
+        train.BCEDiceLoss()(logits, target[:, :1])
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def _blobs(n=64, seed=0):
+    """Bright vs dark 8×8 images: an easy, learnable problem."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = (rng.normal(0.3 + 0.4 * y[:, None, None, None], 0.1, (n, 8, 8, 3)).clip(0, 1) * 255).astype(np.uint8)
+    return x, y
+
+
+def _tiny():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_fit_learns_keeps_the_best_epoch_and_is_deterministic():
+    x, y = _blobs()
+    sets = [data.ArrayDataset(x, y, np.arange(0, 48)), data.ArrayDataset(x, y, np.arange(48, 64))]
+    weights = []
+    for _ in range(2):
+        model = _tiny()
+        torch.manual_seed(0)
+        for p in model.parameters():
+            nn.init.normal_(p, 0, 0.3)
+        history = train.fit(model, *sets, nn.CrossEntropyLoss(), epochs=15, lr=0.05, batch_size=16, patience=20,
+                            device="cpu", seed=3)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    best = int(np.argmin(history["val_loss"]))
+    assert history["best_epoch"] == history["epoch"][best]
+    ev = train.evaluate_classifier(model, x[48:], y[48:], 2, "cpu")
+    assert ev["accuracy"] > 0.9
+    # the weights kept are the best epoch's: their validation loss equals the recorded minimum
+    loss = train.evaluate_loss(model, train._loader(sets[1], 16, False, 0), nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert loss == pytest.approx(history["val_loss"][best], rel=1e-5)
+    assert torch.equal(weights[0], weights[1])                   # same seed → same weights
+
+
+def test_early_stopping_stops():
+    x, y = _blobs()
+    sets = [data.ArrayDataset(x, y, np.arange(48)), data.ArrayDataset(x, 1 - y, np.arange(48, 64))]  # val flipped
+    history = train.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=30, lr=0.05, patience=2, device="cpu")
+    assert len(history["epoch"]) < 30
+
+
+def test_nan_loss_and_empty_split_stop_with_a_message():
+    x, y = _blobs()
+    x = x.astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    sets = [data.ArrayDataset(x, y, np.arange(48)), data.ArrayDataset(x, y, np.arange(48, 64))]
+    with pytest.raises(train.TrainingError, match="loss became nan.*learning rate"):
+        train.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=2, lr=0.01, batch_size=64, device="cpu")
+    empty = data.ArrayDataset(x, y, np.arange(0))
+    with pytest.raises(train.TrainingError, match="training split is empty"):
+        train.fit(_tiny(), empty, sets[1], nn.CrossEntropyLoss(), epochs=1, lr=0.01, device="cpu")
+
+
+def test_class_count_must_match_the_data():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="class count of the model must match"):
+        train.evaluate_classifier(_tiny(), x, y + 5, 2, "cpu")
+    with pytest.raises(ValueError, match="unknown grading architecture"):
+        train._grading_model("vgg99", 96)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_checkpoints_are_reused_validated_and_architecture_checked(tmp_path, capsys):
+    calls = []
+
+    def fake_train(model):
+        calls.append(1)
+        return {"metrics": {"acc": 0.5}}
+
+    config = {"model": {"arch": "tiny"}, "seed": 0}
+    model, info = train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    again, _ = train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    assert len(calls) == 1 and info["metrics"] == {"acc": 0.5}
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    folder = next((tmp_path / "cache" / "models").glob("tiny-*"))
+    # a checkpoint of another architecture is refused with a message that says what to do
+    with pytest.raises(ValueError, match="do not fit this Sequential.*retrain"):
+        train.load_checkpoint(folder, nn.Sequential(nn.Linear(3, 3)))
+    # a corrupted checkpoint is detected and retrained, with the reason printed
+    raw = bytearray((folder / train.CHECKPOINT).read_bytes())
+    raw[-20] ^= 0xFF
+    (folder / train.CHECKPOINT).write_bytes(bytes(raw))
+    with pytest.raises(cache.CacheError, match="checksum mismatch"):
+        train.load_checkpoint(folder, _tiny(), config)
+    train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    assert len(calls) == 2 and "checksum mismatch" in capsys.readouterr().out
+
+
+def test_presets_refuse_unknown_options():
+    with pytest.raises(ValueError, match="unknown option.*for model .unet."):
+        train.training_preset("unet", smoke=True, epoch=3)
+    with pytest.raises(ValueError, match="unknown model"):
+        train.training_preset("transformer")
+
+
+def test_tile_split_keeps_test_slides_apart():
+    index = {"is_test": np.array([0] * 80 + [1] * 20, bool), "label": np.array(([1] + [0] * 7) * 10 + [0] * 20)}
+    tr, va, te = train.tile_split(index, seed=0, max_negatives_per_positive=2)
+    assert set(te) == set(range(80, 100)) and not (set(tr) | set(va)) & set(te) and not set(tr) & set(va)
+    n_pos = index["label"][tr].sum()
+    assert (index["label"][tr] == 0).sum() <= 2 * n_pos
+
+
+def test_nuclei_targets():
+    types = np.array([[[0, 1], [2, 1]]])
+    t = train.nuclei_targets(types)
+    assert t.shape == (1, 2, 2, 2) and t[0, 0].tolist() == [[0, 1], [0, 1]] and t[0, 1].tolist() == [[0, 0], [1, 0]]
