@@ -87,3 +87,20 @@ def test_recorded_default_run(nb_path):
     expected = json.loads((EXPECTED / f"{nb_path.stem}.json").read_text())
     problems = check_metrics(metrics, expected["default"])
     assert not problems, "; ".join(problems)
+
+
+def _default_metrics(stem):
+    path = ROOT / "outputs" / stem / "metrics.json"
+    if not path.exists():
+        pytest.skip("no default run recorded yet (run `make run`)")
+    return json.loads(path.read_text())
+
+
+def test_nmf_concepts_follow_the_papers_table2_pattern():
+    """Paper 000: concepts that push the surrogate towards cancer correlate more with GradCAM on cancer tiles."""
+    m = _default_metrics("03_nmf_concepts")
+    coef, corr = m["logreg_coefficients"], m["gradcam_corr_cancer"]
+    pro = [c for k, c in zip(coef, corr) if k > 0]
+    contra = [c for k, c in zip(coef, corr) if k <= 0]
+    assert pro and contra, f"all coefficients have one sign: {coef}"
+    assert sum(pro) / len(pro) > sum(contra) / len(contra), (coef, corr)

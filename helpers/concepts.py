@@ -1,0 +1,478 @@
+"""Concepts of a CNN by non-negative matrix factorisation of its activations (paper 000, Bajger et al.).
+
+Feature vectors V (n × C, after ReLU) are factorised as V ≈ W·H with W (n × K) ≥ 0 and H (K × C) ≥ 0, minimising
+the Frobenius norm. The rows of H are the K concepts; W holds each concept's intensity at every position.
+
+The solver is HALS (hierarchical alternating least squares, the block-coordinate method scikit-learn's default
+``cd`` solver also uses), written in torch so it runs on a GPU when there is one. What makes it fast:
+- the only products with the big matrix are V·Hᵀ and Wᵀ·V (n × C × K each); everything else uses K × K Gram
+  matrices, so several cheap inner sweeps are done per expensive product ("accelerated HALS");
+- with H fixed (``transform``, the paper's inference), V·Hᵀ is computed once per batch of rows.
+
+:func:`fit_streamed` fits on matrices larger than memory (a ``.npy`` file or a Zarr array read chunk by chunk):
+each pass solves W chunk by chunk with H fixed and accumulates only the K × K and K × C sufficient statistics,
+then updates H from them — memory stays bounded by one chunk.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .env import select_device
+
+_EPS = 1e-12
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def check_features(V, what: str = "feature matrix"):
+    """V must be a finite, non-negative 2-D matrix (n × C); returns it as a float32 numpy array or tensor."""
+    if isinstance(V, torch.Tensor):
+        arr = V
+        finite = bool(torch.isfinite(arr).all())
+        negative = bool((arr < 0).any()) if finite else False
+    else:
+        arr = np.asarray(V, dtype=np.float32)
+        finite = bool(np.isfinite(arr).all())
+        negative = bool((arr < 0).any()) if finite else False
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (vectors × channels), got shape {tuple(arr.shape)}.")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(arr.shape)}).")
+    if not finite:
+        raise ValueError(f"{what} holds NaN or inf values; NMF needs finite features (check the model's inputs).")
+    if negative:
+        raise ValueError(f"{what} has negative values; NMF needs non-negative features: take a layer after ReLU "
+                         f"(e.g. 'features.relu5_3'), not the convolution's raw output.")
+    return arr
+
+
+def _check_k(n_components: int, n_channels: int):
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"K={n_components!r} must be a positive integer.")
+    if n_components > n_channels:
+        raise ValueError(f"K={n_components} is larger than the number of channels ({n_channels}); choose "
+                         f"K ≤ {n_channels}.")
+
+
+def _check_h(H, n_channels: int):
+    H = np.asarray(H, np.float32)
+    if H.ndim != 2 or H.shape[1] != n_channels:
+        raise ValueError(f"H has shape {H.shape} but the features have {n_channels} channels; H must be "
+                         f"K × {n_channels} (fitted on the same layer).")
+    if not np.isfinite(H).all() or (H < 0).any():
+        raise ValueError("H must be finite and non-negative (the concepts of a fitted NMF).")
+    return H
+
+
+# --------------------------------------------------------------------------------------- HALS updates
+def _update_w(W, VHt, HHt, sweeps: int):
+    """HALS sweeps over the columns of W with V·Hᵀ and H·Hᵀ given (in place)."""
+    K = W.shape[1]
+    for _ in range(sweeps):
+        for k in range(K):
+            step = (VHt[:, k] - W @ HHt[:, k]) / (HHt[k, k] + _EPS)
+            W[:, k] = torch.clamp_min(W[:, k] + step, 0.0)
+    return W
+
+
+def _update_h(H, WtV, WtW, sweeps: int):
+    """HALS sweeps over the rows of H with Wᵀ·V and Wᵀ·W given (in place)."""
+    K = H.shape[0]
+    for _ in range(sweeps):
+        for k in range(K):
+            step = (WtV[k] - WtW[k] @ H) / (WtW[k, k] + _EPS)
+            H[k] = torch.clamp_min(H[k] + step, 0.0)
+    return H
+
+
+def _nndsvda(gram, n_components, mean, dtype):
+    """H of NNDSVDa initialisation (Boutsidis & Gallopoulos) from the Gram matrix VᵀV: the right singular
+    vectors are its eigenvectors. Returns H (K × C) and the singular values (for W's initialisation)."""
+    evals, evecs = torch.linalg.eigh(gram.double())
+    order = torch.argsort(evals, descending=True)[:n_components]
+    sigma = torch.sqrt(torch.clamp_min(evals[order], 0.0))
+    V_right = evecs[:, order].T                                   # K × C
+    return V_right.to(dtype), sigma.to(dtype)
+
+
+def _init_from_svd(V, n_components, dtype):
+    """NNDSVDa initialisation of W and H for an in-memory V (torch tensor)."""
+    gram = V.T @ V
+    right, sigma = _nndsvda(gram, n_components, None, dtype)
+    left = (V @ right.T) / (sigma + _EPS)                          # n × K left singular vectors
+    W = torch.zeros(V.shape[0], n_components, dtype=dtype, device=V.device)
+    H = torch.zeros(n_components, V.shape[1], dtype=dtype, device=V.device)
+    for j in range(n_components):
+        x, y = left[:, j], right[j]
+        if j == 0:
+            W[:, 0], H[0] = torch.sqrt(sigma[0]) * x.abs(), torch.sqrt(sigma[0]) * y.abs()
+            continue
+        xp, xn, yp, yn = x.clamp_min(0), (-x).clamp_min(0), y.clamp_min(0), (-y).clamp_min(0)
+        mp = torch.linalg.norm(xp) * torch.linalg.norm(yp)
+        mn = torch.linalg.norm(xn) * torch.linalg.norm(yn)
+        u, v, m = (xp, yp, mp) if mp > mn else (xn, yn, mn)
+        scale = torch.sqrt(sigma[j] * m)
+        W[:, j] = scale * u / (torch.linalg.norm(u) + _EPS)
+        H[j] = scale * v / (torch.linalg.norm(v) + _EPS)
+    avg = V.mean()
+    W[W == 0] = avg                                                # the "a" in NNDSVDa: no zeros to start from
+    H[H == 0] = avg
+    return W, H
+
+
+def _sq_error(sq_norm_v, W, VHt, HHt):
+    """‖V − W·H‖² from quantities already at hand: ‖V‖² − 2 Σ W∘(V·Hᵀ) + Σ (WᵀW)∘(HHᵀ)."""
+    return float(sq_norm_v - 2 * (W * VHt).sum() + ((W.T @ W) * HHt).sum())
+
+
+# -------------------------------------------------------------------------------------------- estimator
+class NMF:
+    """V ≈ W·H in the Frobenius norm, deterministic (NNDSVDa start), on CPU or GPU.
+
+    After :meth:`fit`: ``components_`` (H, K × C numpy), ``relative_error_`` (‖V − WH‖ / ‖V‖), ``n_iter_``,
+    ``history_`` (relative error every iteration)."""
+
+    def __init__(self, n_components: int, max_iter: int = 400, tol: float = 1e-5, inner_sweeps: int = 3,
+                 device="auto", dtype=torch.float32, target_error: float | None = None):
+        self.n_components, self.max_iter, self.tol = n_components, int(max_iter), float(tol)
+        self.target_error = target_error   # stop as soon as the relative error reaches it (benchmarks)
+        self.inner_sweeps, self.device, self.dtype = int(inner_sweeps), device, dtype
+        self.components_ = None
+
+    def _tensor(self, V):
+        V = check_features(V)
+        dev = select_device(self.device)
+        return torch.as_tensor(V, dtype=self.dtype).to(dev)
+
+    def fit_transform(self, V) -> np.ndarray:
+        Vt = self._tensor(V)
+        _check_k(self.n_components, Vt.shape[1])
+        W, H = _init_from_svd(Vt, self.n_components, self.dtype)
+        sq_norm = float((Vt * Vt).sum())
+        if sq_norm == 0:
+            raise ValueError("the feature matrix is all zeros: every position is inactive in this layer.")
+        history, previous = [], math.inf
+        for it in range(1, self.max_iter + 1):
+            WtV, WtW = W.T @ Vt, W.T @ W
+            _update_h(H, WtV, WtW, self.inner_sweeps)
+            VHt, HHt = Vt @ H.T, H @ H.T
+            _update_w(W, VHt, HHt, self.inner_sweeps)
+            error = math.sqrt(max(_sq_error(sq_norm, W, VHt, HHt), 0.0) / sq_norm)
+            history.append(error)
+            if previous - error < self.tol * previous or (self.target_error and error <= self.target_error):
+                break
+            previous = error
+        self.components_ = H.cpu().numpy()
+        self.relative_error_, self.n_iter_, self.history_ = history[-1], it, history
+        return W.cpu().numpy()
+
+    def fit(self, V):
+        self.fit_transform(V)
+        return self
+
+    def transform(self, V, batch_rows: int = 262144, max_iter: int = 200, tol: float = 1e-6) -> np.ndarray:
+        """W for new vectors with H fixed (the paper's inference); batched over rows."""
+        if self.components_ is None:
+            raise RuntimeError("this NMF is not fitted yet; call fit(V) first.")
+        return transform(V, self.components_, batch_rows=batch_rows, max_iter=max_iter, tol=tol,
+                         device=self.device, dtype=self.dtype)
+
+
+def _solve_w(Vb, Ht, HHt, max_iter, tol):
+    """Non-negative least squares for W with H fixed: start from the clipped unconstrained solution, then HALS
+    sweeps using only V·Hᵀ (computed once) and the K × K matrix H·Hᵀ."""
+    VHt = Vb @ Ht.T
+    W = torch.clamp_min(torch.linalg.solve(HHt + _EPS * torch.eye(len(HHt), dtype=HHt.dtype, device=HHt.device),
+                                           VHt.T).T, 0.0)
+    for _ in range(max_iter):
+        before = W.clone()
+        _update_w(W, VHt, HHt, 1)
+        change = torch.linalg.norm(W - before)
+        if change <= tol * (torch.linalg.norm(W) + _EPS):
+            break
+    return W, VHt
+
+
+def transform(V, H, batch_rows: int = 262144, max_iter: int = 200, tol: float = 1e-6, device="auto",
+              dtype=torch.float32) -> np.ndarray:
+    """W ≥ 0 minimising ‖V − W·H‖ with H fixed, for V (n × C) in batches of rows."""
+    V = check_features(V)
+    H = _check_h(H, V.shape[1])
+    dev = select_device(device)
+    Ht = torch.as_tensor(H, dtype=dtype, device=dev)
+    HHt = Ht @ Ht.T
+    out = np.empty((V.shape[0], H.shape[0]), np.float32)
+    for start in range(0, V.shape[0], batch_rows):
+        Vb = torch.as_tensor(np.asarray(V[start: start + batch_rows]), dtype=dtype, device=dev)
+        out[start: start + len(Vb)] = _solve_w(Vb, Ht, HHt, max_iter, tol)[0].cpu().numpy()
+    return out
+
+
+def relative_error(V, W, H) -> float:
+    V = np.asarray(V, np.float64)
+    return float(np.linalg.norm(V - np.asarray(W, np.float64) @ np.asarray(H, np.float64)) / np.linalg.norm(V))
+
+
+# ------------------------------------------------------------------------------- streamed (out of core)
+class RowChunks:
+    """Read a matrix on disk chunk by chunk with bounded memory: a ``.npy`` file (read with plain file reads, not
+    a memory map, so the process never holds more than one chunk) or a Zarr array."""
+
+    def __init__(self, source, chunk_rows: int = 262144):
+        self.chunk_rows = int(chunk_rows)
+        self.zarr = None
+        if isinstance(source, (str, Path)) and str(source).endswith(".npy"):
+            self.path = Path(source)
+            header = np.load(self.path, mmap_mode="r")   # only to read shape, dtype and data offset
+            if header.ndim != 2 or not header.flags.c_contiguous:
+                raise ValueError(f"{self.path}: expected a C-ordered 2-D array, got shape {header.shape}.")
+            self.shape, self.dtype, self.offset = tuple(header.shape), header.dtype, header.offset
+            del header
+        else:
+            import zarr
+
+            self.zarr = zarr.open(str(source), mode="r") if isinstance(source, (str, Path)) else source
+            self.shape, self.dtype = tuple(self.zarr.shape), np.dtype(self.zarr.dtype)
+            if len(self.shape) != 2:
+                raise ValueError(f"expected a 2-D Zarr array, got shape {self.shape}.")
+
+    def __iter__(self):
+        n, c = self.shape
+        if self.zarr is not None:
+            for start in range(0, n, self.chunk_rows):
+                yield np.asarray(self.zarr[start: start + self.chunk_rows], np.float32)
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            for start in range(0, n, self.chunk_rows):
+                rows = min(self.chunk_rows, n - start)
+                buf = np.empty((rows, c), self.dtype)
+                fh.readinto(memoryview(buf).cast("B"))
+                yield buf.astype(np.float32, copy=False)
+
+
+def fit_streamed(source, n_components: int, passes: int = 30, tol: float = 1e-5, chunk_rows: int = 262144,
+                 inner_max_iter: int = 50, device="auto", dtype=torch.float32, progress: bool = True) -> dict:
+    """Fit H on a matrix too large for memory (``.npy`` path or Zarr array), reading it chunk by chunk.
+
+    One pass: W of every chunk is solved with H fixed (non-negative least squares), and only Wᵀ·W (K × K),
+    Wᵀ·V (K × C) and the error terms are accumulated; H is then updated by HALS from these statistics. Returns
+    ``components`` (H), ``relative_error`` per pass and ``passes``."""
+    from tqdm.auto import tqdm
+
+    reader = RowChunks(source, chunk_rows)
+    n, c = reader.shape
+    _check_k(n_components, c)
+    dev = select_device(device)
+    # NNDSVD-style start for H from the Gram matrix (one pass), as in the in-memory fit
+    gram = torch.zeros(c, c, dtype=torch.float64, device=dev)
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    for chunk in reader:
+        check_features(chunk, "a chunk of the feature matrix")
+        ct = torch.as_tensor(chunk, device=dev).double()
+        gram += ct.T @ ct
+        total += ct.sum()
+    right, sigma = _nndsvda(gram, n_components, None, dtype)
+    H = (torch.sqrt(sigma)[:, None] * right).abs().to(dev)
+    H[H == 0] = float(total) / (n * c)
+    errors = []
+    bar = tqdm(range(passes), desc=f"streamed NMF (K={n_components})", disable=not progress, leave=False)
+    for _ in bar:
+        WtW = torch.zeros(n_components, n_components, dtype=dtype, device=dev)
+        WtV = torch.zeros(n_components, c, dtype=dtype, device=dev)
+        sq_norm, cross = 0.0, 0.0
+        HHt = H @ H.T
+        for chunk in reader:
+            Vb = torch.as_tensor(chunk, dtype=dtype, device=dev)
+            W, VHt = _solve_w(Vb, H, HHt, inner_max_iter, 1e-4)
+            WtW += W.T @ W
+            WtV += W.T @ Vb
+            sq_norm += float((Vb * Vb).sum())
+            cross += float((W * VHt).sum())
+        err = math.sqrt(max(sq_norm - 2 * cross + float((WtW * HHt).sum()), 0.0) / sq_norm)
+        errors.append(err)
+        bar.set_postfix(rel_error=f"{err:.4f}")
+        _update_h(H, WtV, WtW, 3)
+        if len(errors) > 1 and errors[-2] - errors[-1] < tol * errors[-2]:
+            break
+    return {"components": H.cpu().numpy(), "relative_error": errors, "passes": len(errors), "shape": (n, c)}
+
+
+# ------------------------------------------------------------------------------------- slide stitching
+def stitch_feature_maps(maps, coords, cell_px: int, grid_shape, border: int = 2):
+    """Average the feature vectors of overlapping tiles on one slide grid (paper 000 §2.2).
+
+    maps: T × C × h × w activations of T tiles; coords: T × 2 top-left pixel (row, col) of each tile;
+    cell_px: the layer's stride in pixels (16 for VGG-16's last conv); grid_shape: (rows, cols) of the slide
+    grid. Each tile's ``border``-cell outline is dropped first. Returns (mean vectors rows × cols × C, count)."""
+    maps = np.asarray(maps, np.float32)
+    coords = np.asarray(coords)
+    if maps.ndim != 4 or len(maps) != len(coords):
+        raise ValueError(f"maps must be T×C×h×w with one coordinate per tile, got {maps.shape} and {coords.shape}.")
+    if len(maps) == 0:
+        raise ValueError("no tile to stitch: the slide has no tile with enough tissue (lower MIN_TISSUE).")
+    t, c, h, w = maps.shape
+    if 2 * border >= min(h, w):
+        raise ValueError(f"border={border} removes the whole {h}×{w} feature map; use a smaller border.")
+    if np.any(coords % cell_px):
+        raise ValueError(f"tile coordinates must be multiples of the layer stride ({cell_px} px) to stitch.")
+    rows, cols = grid_shape
+    total = np.zeros((rows, cols, c), np.float64)
+    count = np.zeros((rows, cols), np.int64)
+    inner = maps[:, :, border: h - border, border: w - border].transpose(0, 2, 3, 1)  # T × h' × w' × C
+    ii, jj = np.mgrid[border: h - border, border: w - border]
+    for k in range(t):
+        r, q = coords[k] // cell_px
+        rr, cc = r + ii, q + jj
+        ok = (rr < rows) & (cc < cols)
+        np.add.at(total, (rr[ok], cc[ok]), inner[k][ok])
+        np.add.at(count, (rr[ok], cc[ok]), 1)
+    mean = np.where(count[..., None] > 0, total / np.maximum(count, 1)[..., None], 0.0).astype(np.float32)
+    return mean, count
+
+
+def concept_maps(mean_vectors, count, H, batch_rows: int = 262144):
+    """Concept intensities (rows × cols × K, NaN where no tile covers the cell) and the cluster map (argmax,
+    −1 where uncovered) of stitched slide vectors."""
+    rows, cols, c = mean_vectors.shape
+    covered = count > 0
+    W = np.full((rows, cols, len(H)), np.nan, np.float32)
+    if covered.any():
+        W[covered] = transform(mean_vectors[covered], H, batch_rows=batch_rows)
+    clusters = np.where(covered, np.nan_to_num(W, nan=-1).argmax(-1), -1)
+    return W, clusters
+
+
+# ------------------------------------------------------------------------ analyses of paper 000 §3.2–3.3
+def tile_concepts(model, layer_name: str, H, images, batch_size: int = 64, device="auto", normalise=None,
+                  desc: str | None = None) -> np.ndarray:
+    """Concept intensities of every position of every tile: T × K × h × w (features of ``layer_name``, W with
+    H fixed), streamed batch by batch."""
+    from tqdm.auto import tqdm
+
+    from .features import iter_activations
+
+    H = np.asarray(H, np.float32)
+    out = []
+    total = int(np.ceil(len(images) / batch_size))
+    for acts in tqdm(iter_activations(model, layer_name, images, batch_size, device, normalise), total=total,
+                     desc=desc, leave=False, disable=desc is None):
+        b, c, h, w = acts.shape
+        W = transform(acts.transpose(0, 2, 3, 1).reshape(-1, c), H, device=device)
+        out.append(W.reshape(b, h, w, -1).transpose(0, 3, 1, 2))
+    return np.concatenate(out)
+
+
+AGGREGATIONS = ("sum", "coverage", "max", "mean_positive")
+
+
+def aggregate(concept_weights, how: str = "sum") -> np.ndarray:
+    """Per-tile concept scores from T × K × h × w intensities: ``sum`` of weights (paper 000's choice),
+    ``coverage`` (share of positions where the concept is the strongest), ``max`` weight, ``mean_positive``
+    (mean over the positions where the weight is positive)."""
+    Wt = np.asarray(concept_weights, np.float64)
+    t, k = Wt.shape[:2]
+    flat = Wt.reshape(t, k, -1)
+    if how == "sum":
+        return flat.sum(-1)
+    if how == "coverage":
+        winner = flat.argmax(1)
+        return np.stack([(winner == j).mean(-1) for j in range(k)], 1)
+    if how == "max":
+        return flat.max(-1)
+    if how == "mean_positive":
+        positive = flat > 0
+        return np.where(positive.any(-1), (flat * positive).sum(-1) / np.maximum(positive.sum(-1), 1), 0.0)
+    raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}.")
+
+
+def weight_correlations(concept_weights):
+    """Mean and std over tiles of the Pearson correlation between concept maps within a tile (paper's Fig. 4,
+    left). Tiles where a concept is constant do not count for its pairs."""
+    Wt = np.asarray(concept_weights, np.float64)
+    t, k = Wt.shape[:2]
+    flat = Wt.reshape(t, k, -1)
+    centred = flat - flat.mean(-1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.einsum("tip,tjp->tij", centred, centred) / (norm[:, :, None] * norm[:, None, :])
+    return np.nanmean(corr, 0), np.nanstd(corr, 0)
+
+
+def cosine_similarity(H) -> np.ndarray:
+    """Cosine similarity of the concept vectors (rows of H; paper's Fig. 4, right)."""
+    H = np.asarray(H, np.float64)
+    unit = H / (np.linalg.norm(H, axis=1, keepdims=True) + _EPS)
+    return unit @ unit.T
+
+
+def logistic_surrogate(scores, model_positive, seed: int = 0, test_fraction: float = 0.3) -> dict:
+    """Paper 000's Table 1: a logistic regression predicting the MODEL's decision from per-tile concept scores.
+
+    Scores are standardised (so coefficients compare across concepts); fitted on a stratified part of the
+    tiles and scored on the rest (accuracy, precision, recall, F1, ROC AUC)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(scores, np.float64)
+    y = np.asarray(model_positive).astype(int)
+    counts = np.bincount(y, minlength=2)
+    if counts.min() < 5:
+        raise ValueError(f"the model makes {counts[1]} positive and {counts[0]} negative decisions on these tiles; "
+                         f"a surrogate needs at least 5 of each (sample more tiles, including tumour ones).")
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=y)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_tr, y_tr)
+    p = clf.predict_proba(X_te)[:, 1]
+    pred = p > 0.5
+    return {"coefficients": clf[-1].coef_[0].tolist(), "accuracy": float(accuracy_score(y_te, pred)),
+            "precision": float(precision_score(y_te, pred, zero_division=0)),
+            "recall": float(recall_score(y_te, pred, zero_division=0)), "f1": float(f1_score(y_te, pred, zero_division=0)),
+            "auc": float(roc_auc_score(y_te, p)), "n_train": len(y_tr), "n_test": len(y_te)}
+
+
+def cam_agreement(concept_weights, cams, predicted_positive) -> dict:
+    """Paper 000's Table 2 for every concept: IoU of the concept's positive region (weight > 0) with the positive
+    CAM region (CAM > 0), and the Pearson correlation of concept weights with the CAM, per tile; means and stds
+    over all tiles (IoU) and split by the model's predicted label (correlations). ``cams`` are T × h × w on
+    the concepts' grid."""
+    Wt = np.asarray(concept_weights, np.float64)
+    cams = np.asarray(cams, np.float64)
+    if cams.shape != (Wt.shape[0],) + Wt.shape[2:]:
+        raise ValueError(f"CAM maps {cams.shape} must be T × h × w on the concept grid {Wt.shape[2:]}.")
+    t, k = Wt.shape[:2]
+    flat, cam = Wt.reshape(t, k, -1), cams.reshape(t, 1, -1)
+    pos_w, pos_c = flat > 0, cam > 0
+    union = (pos_w | pos_c).sum(-1)
+    iou = np.where(union > 0, (pos_w & pos_c).sum(-1) / np.maximum(union, 1), np.nan)
+    cw, cc = flat - flat.mean(-1, keepdims=True), cam - cam.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (cw * cc).sum(-1) / (np.linalg.norm(cw, axis=-1) * np.linalg.norm(cc, axis=-1))
+    positive = np.asarray(predicted_positive, bool)
+    return {"iou_mean": np.nanmean(iou, 0), "iou_std": np.nanstd(iou, 0),
+            "corr_benign_mean": np.nanmean(corr[~positive], 0), "corr_benign_std": np.nanstd(corr[~positive], 0),
+            "corr_cancer_mean": np.nanmean(corr[positive], 0), "corr_cancer_std": np.nanstd(corr[positive], 0)}
+
+
+def region_iou(clusters, regions: dict, n_concepts: int) -> dict:
+    """IoU of every concept's region (cells where it is the strongest, ``clusters`` = argmax maps) with each
+    named boolean region on the same grid. Returns name → list of K IoUs."""
+    clusters = np.asarray(clusters)
+    k = int(n_concepts)
+    out = {}
+    for name, region in regions.items():
+        region = np.asarray(region, bool)
+        if region.shape != clusters.shape:
+            raise ValueError(f"region {name!r} has shape {region.shape}, the cluster maps {clusters.shape}.")
+        ious = []
+        for j in range(k):
+            mine = clusters == j
+            union = (mine | region).sum()
+            ious.append(float((mine & region).sum() / union) if union else 0.0)
+        out[name] = ious
+    return out

@@ -1,0 +1,144 @@
+"""Attribution maps through the field's libraries (pytorch-grad-cam for the CAM family), with one output format:
+N × H × W float32 maps at input resolution."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .env import select_device
+from .models import get_layer
+
+CAM_METHODS = {
+    "gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "hirescam": "HiResCAM", "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
+}
+
+
+class OutputTarget:
+    """A scalar of the model output to explain: class ``index`` of a logit vector (classification), or the
+    ``index``-th regression output — ``sign=-1`` explains what lowers it. Callable on one sample's output, as
+    pytorch-grad-cam and our captum wrappers expect."""
+
+    def __init__(self, index: int = 0, sign: float = 1.0):
+        self.index, self.sign = int(index), float(sign)
+
+    def __call__(self, output):
+        return self.sign * (output[..., self.index])
+
+
+def _check_images(images):
+    x = torch.as_tensor(images)
+    if x.ndim != 4:
+        raise ValueError(f"images must be a batch N×3×H×W, got shape {tuple(x.shape)}.")
+    if x.shape[1] != 3 and x.shape[-1] == 3:
+        raise ValueError(f"images look channels-last (N×H×W×3, shape {tuple(x.shape)}); pass N×3×H×W tensors "
+                         f"(helpers.data.to_tensor_images converts uint8 arrays).")
+    if not torch.isfinite(x).all():
+        raise ValueError("images hold NaN or inf values.")
+    return x.float()
+
+
+def _prepare(model, images, target: int, device):
+    """Checked images, the device, the model in eval mode on it; refuses a target the model does not have."""
+    x = _check_images(images)
+    dev = select_device(device)
+    model = model.to(dev).eval()
+    with torch.no_grad():
+        n_out = model(x[:1].to(dev)).shape[-1]
+    if not 0 <= int(target) < n_out:
+        raise ValueError(f"target index {target} is out of range: the model has {n_out} output(s).")
+    return x, dev, model
+
+
+def cam_maps(model, images, layer_name: str, method: str = "gradcam", target: int = 0, batch_size: int = 32,
+             device="auto") -> np.ndarray:
+    """CAM-family maps from pytorch-grad-cam for ``target`` (an output index), N × H × W in [0, 1] (the library's
+    per-image min-max scaling of the ReLU'd map)."""
+    import pytorch_grad_cam as pgc
+
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}.")
+    x, dev, model = _prepare(model, images, target, device)
+    layer = get_layer(model, layer_name)
+    cam_class = getattr(pgc, CAM_METHODS[method])
+    out = []
+    with cam_class(model=model, target_layers=[layer]) as cam:
+        if method == "scorecam":
+            cam.batch_size = batch_size
+        for start in range(0, len(x), batch_size):
+            xb = x[start: start + batch_size].to(dev)
+            out.append(cam(input_tensor=xb, targets=[OutputTarget(target)] * len(xb)).astype(np.float32))
+    return np.concatenate(out)
+
+
+def block_mean(maps, cell: int) -> np.ndarray:
+    """Average N × H × W maps over cell × cell blocks (e.g. back to a layer's grid of stride ``cell``)."""
+    maps = np.asarray(maps, np.float32)
+    n, h, w = maps.shape
+    if h % cell or w % cell:
+        raise ValueError(f"maps of {h}×{w} px do not split into {cell}-px cells.")
+    return maps.reshape(n, h // cell, cell, w // cell, cell).mean(axis=(2, 4))
+
+
+# --------------------------------------------------------------------------------------- one call for all
+CAPTUM_METHODS = ("saliency", "smoothgrad", "ig", "ig_nt", "occlusion")
+METHODS = tuple(CAM_METHODS) + CAPTUM_METHODS
+
+
+def _reduce_channels(attr: torch.Tensor, how: str) -> np.ndarray:
+    """N×3×H×W attributions → N×H×W maps: ``max_abs`` (max over colour channels of |a|, as saliency maps are
+    usually shown) or ``sum`` (signed sum over channels)."""
+    attr = attr.detach().float()
+    if how == "max_abs":
+        return attr.abs().amax(1).cpu().numpy()
+    if how == "sum":
+        return attr.sum(1).cpu().numpy()
+    raise ValueError(f"unknown channel reduction {how!r}; use 'max_abs' or 'sum'.")
+
+
+def explain(model, images, method: str, target: int = 0, layer: str | None = None, batch_size: int = 16,
+            device="auto", **options) -> np.ndarray:
+    """Attribution maps N × H × W for a batch of N × 3 × H × W images in [0, 1].
+
+    ``target`` is a class index (classification) or an output index (regression: the score is the output
+    itself, so higher predictions give higher attributions, as in paper 003). CAM methods need ``layer``; captum
+    methods take: ``stdev`` (noise σ as a fraction of the input range, smoothgrad / ig_nt, default 0.15),
+    ``n_samples`` (default 30), ``steps`` (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4),
+    ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    if method in CAM_METHODS:
+        if layer is None:
+            raise ValueError(f"{method} needs the name of a convolutional layer (layer=...).")
+        return cam_maps(model, images, layer, method, int(target), batch_size, device)
+    x, dev, model = _prepare(model, images, target, device)
+    import captum.attr as ca
+
+    stdev = float(options.get("stdev", 0.15)) * float(x.max() - x.min() or 1.0)
+    n_samples = int(options.get("n_samples", 30))
+    reduce = options.get("reduce", "max_abs" if method in ("saliency", "smoothgrad") else "sum")
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start: start + batch_size].to(dev).requires_grad_(True)
+        if method == "saliency":
+            attr = ca.Saliency(model).attribute(xb, target=int(target), abs=False)
+        elif method == "smoothgrad":
+            attr = ca.NoiseTunnel(ca.Saliency(model)).attribute(
+                xb, nt_type="smoothgrad", nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=stdev,
+                target=int(target), abs=False)
+        elif method == "ig":
+            attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=int(target),
+                                                           n_steps=int(options.get("steps", 32)))
+        elif method == "ig_nt":
+            attr = ca.NoiseTunnel(ca.IntegratedGradients(model)).attribute(
+                xb, nt_type="smoothgrad", nt_samples=int(options.get("n_samples", 8)), stdevs=stdev,
+                baselines=xb * 0, target=int(target), n_steps=int(options.get("steps", 16)))
+        else:  # occlusion
+            w, s = int(options.get("window", 8)), int(options.get("stride", 4))
+            attr = ca.Occlusion(model).attribute(xb, sliding_window_shapes=(3, w, w), strides=(3, s, s),
+                                                 baselines=0.0, target=int(target))
+        out.append(_reduce_channels(attr, reduce))
+    maps = np.concatenate(out).astype(np.float32)
+    if not np.isfinite(maps).all():
+        raise ValueError(f"{method} produced non-finite attributions; check the model for NaN outputs.")
+    return maps

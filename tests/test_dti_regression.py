@@ -1,0 +1,143 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import dti, explain, explorer, models, train, xai_metrics
+
+
+# ------------------------------------------------------------------------------------------------ DTI
+def test_md_fa_equal_dipy_on_real_data():
+    data, bvals, bvecs = dti.load_dwi("small_25")
+    fit = dti.fit_tensor(data, bvals, bvecs)
+    ok = (fit.evals > 0).all(-1)
+    md, fa = dti.md_fa(fit.evals[ok])
+    assert ok.mean() > 0.5
+    np.testing.assert_allclose(md, fit.md[ok], rtol=1e-6)
+    np.testing.assert_allclose(fa, fit.fa[ok], atol=1e-6)
+
+
+def test_md_fa_by_hand():
+    md, fa = dti.md_fa(np.array([[1.0, 1.0, 1.0], [3.0, 0.0001, 0.0001]]))
+    assert md[0] == pytest.approx(1.0) and fa[0] == pytest.approx(0.0)
+    assert fa[1] == pytest.approx(1.0, abs=1e-3)               # a stick: FA → 1
+
+
+def test_bad_dti_inputs_are_named():
+    data, bvals, bvecs = dti.load_dwi("small_25")
+    with pytest.raises(ValueError, match="must match one to one"):
+        dti.fit_tensor(data, bvals[:-1], bvecs[:-1])
+    with pytest.raises(ValueError, match="non-positive eigenvalues"):
+        dti.md_fa(np.array([[1.0, 0.5, -0.1]]))
+    with pytest.raises(ValueError, match="unknown dipy data set"):
+        dti.load_dwi("hardi")
+
+
+# ------------------------------------------------------------------------------------------ regression
+def test_regression_targets_and_split():
+    reg = {"md": np.array([1.0, 0.9, 0.8]), "fa": np.array([0.2, 0.3, 0.4]), "cc": np.array([3, 4, 5])}
+    assert train.regression_targets(reg, ("md", "cc")).shape == (3, 2)
+    with pytest.raises(ValueError, match="unknown target"):
+        train.regression_targets(reg, ("adc",))
+    reg["fa"] = np.array([0.2, np.nan, 0.4])
+    with pytest.raises(ValueError, match="NaN"):
+        train.regression_targets(reg, ("fa",))
+    samples = np.repeat(np.arange(4), 25)
+    tr, va, te = train.regression_split(samples, (2, 3), seed=0)
+    assert len(tr) == 30 and len(va) == len(te) == 10
+    assert set(samples[np.r_[tr, va, te]]) == {2, 3} and not set(tr) & set(va) | set(tr) & set(te)
+    with pytest.raises(train.TrainingError, match="at least 5"):
+        train.regression_split(samples, (7,), seed=0)
+
+
+def test_regression_net_heads_and_frozen_backbone():
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    net = models.RegressionNet(backbone, 8, ("md", "fa"), dense=16, feature_dense=4)
+    assert net(torch.rand(5, 3, 16, 16)).shape == (5, 2)
+    net.set_backbone_trainable(False)
+    net.train()
+    assert not net.backbone.training and net.dense.training
+    assert not any(p.requires_grad for p in net.backbone.parameters())
+    r2 = train.r2_scores(np.array([[1.0, 2], [2, 4], [3, 6]]), np.array([[1.0, 2], [2, 4], [3, 5]]))
+    assert r2[0] == pytest.approx(1.0) and r2[1] == pytest.approx(1 - 1 / 8)
+
+
+# -------------------------------------------------------------------------------------- explanations
+def _small_regressor():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+
+
+def test_explain_equals_captum_called_directly():
+    import captum.attr as ca
+
+    model = _small_regressor()
+    x = torch.rand(3, 3, 12, 12)
+    ours = explain.explain(model, x, "saliency", target=1)
+    ref = ca.Saliency(model).attribute(x.clone().requires_grad_(True), target=1, abs=True).amax(1).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+    torch.manual_seed(1)
+    ours = explain.explain(model, x, "smoothgrad", target=0, stdev=0.2, n_samples=5, batch_size=3)
+    torch.manual_seed(1)
+    ref = ca.NoiseTunnel(ca.Saliency(model)).attribute(x.clone().requires_grad_(True), nt_type="smoothgrad",
+                                                       nt_samples=5, nt_samples_batch_size=5,
+                                                       stdevs=0.2 * float(x.max() - x.min()), target=0, abs=False)
+    np.testing.assert_allclose(ours, ref.abs().amax(1).numpy(), rtol=1e-5, atol=1e-7)
+    ours = explain.explain(model, x, "ig", target=0, steps=8)
+    ref = ca.IntegratedGradients(model).attribute(x, baselines=x * 0, target=0, n_steps=8).sum(1).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_explain_rejects_bad_calls():
+    model = _small_regressor()
+    x = torch.rand(2, 3, 12, 12)
+    with pytest.raises(ValueError, match="unknown method"):
+        explain.explain(model, x, "deeplift-ish")
+    with pytest.raises(ValueError, match="out of range"):
+        explain.explain(model, x, "saliency", target=2)
+    with pytest.raises(ValueError, match="channels-last"):
+        explain.explain(model, x.permute(0, 2, 3, 1), "saliency")
+    with pytest.raises(ValueError, match="needs the name of a convolutional layer"):
+        explain.explain(model, x, "gradcampp")
+
+
+# ----------------------------------------------------------------------------------------- measures
+def test_relevance_mass_and_map_correlation():
+    maps = np.array([[[1.0, 3.0], [0.0, -2.0]]])
+    mask = np.array([[[True, False], [False, True]]])
+    assert xai_metrics.relevance_mass(maps, mask)[0] == pytest.approx(0.25)   # negatives do not count
+    truth = np.array([[[0.0, 1.0], [2.0, 3.0]]])
+    assert xai_metrics.map_correlation(maps, truth)[0] == pytest.approx(np.corrcoef(maps.ravel(), truth.ravel())[0, 1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        xai_metrics.relevance_mass(maps, mask[:, :1])
+    with pytest.raises(ValueError, match="NaN"):
+        xai_metrics.map_correlation(maps * np.nan, truth)
+
+
+# ------------------------------------------------------------------------------------------ explorer
+def test_explorer_filters():
+    y_true = np.array([[1.0, 0.2], [0.5, 0.4], [0.8, 0.6]])
+    y_pred = np.array([[1.1, 0.2], [0.5, 0.5], [0.6, 0.6]])
+    table = explorer.patch_table(y_true, y_pred, ("md", "fa"), ids=[10, 11, 12])
+    assert table.loc[10, "md_delta"] == pytest.approx(0.1) and table.loc[10, "md_rdelta"] == pytest.approx(10.0)
+    assert explorer.filter_patches(table, "md").tolist() == [10, 11, 12]
+    assert explorer.filter_patches(table, "md", truth=(0.7, None)).tolist() == [10, 12]
+    assert explorer.filter_patches(table, "md", delta=(None, 0.0)).tolist() == [11, 12]
+    assert explorer.filter_patches(table, "fa", rdelta=(20, 30)).tolist() == [11]
+    with pytest.raises(ValueError, match="unknown target 'cc'"):
+        explorer.filter_patches(table, "cc")
+    with pytest.raises(ValueError, match="empty"):
+        explorer.filter_patches(table, "md", truth=(1.0, 0.5))
+    with pytest.raises(ValueError, match="N × 2"):
+        explorer.patch_table(y_true[:, :1], y_pred, ("md", "fa"))
+
+
+def test_explorer_widget_builds_without_a_browser():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    table = explorer.patch_table(np.ones((3, 1)), np.ones((3, 1)) * 1.1, ("cc",))
+    box = explorer.build_explorer(images, {("saliency", "cc"): np.random.rand(3, 8, 8)}, table, ("cc",))
+    assert type(box).__name__ == "VBox"
