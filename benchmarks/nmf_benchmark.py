@@ -21,10 +21,11 @@ from helpers import concepts  # noqa: E402
 
 
 def activation_like(n, c=512, k=6, seed=0, sparsity_shift=0.6):
-    """Low-rank non-negative structure plus noise, then ReLU: about half the entries are exactly zero."""
+    """Low-rank non-negative structure plus noise, then ReLU: about half the entries are exactly zero. The
+    structure (the k patterns) is the same for every ``seed``; ``seed`` draws the rows."""
+    h = np.random.default_rng(12345).gamma(0.3, 1.0, (k, c)).astype(np.float32)
     rng = np.random.default_rng(seed)
     out = np.empty((n, c), np.float32)
-    h = rng.gamma(0.3, 1.0, (k, c)).astype(np.float32)
     for start in range(0, n, 200_000):
         rows = min(200_000, n - start)
         w = rng.gamma(0.5, 1.0, (rows, k)).astype(np.float32)
@@ -65,19 +66,22 @@ def in_memory(rows, k):
 
 
 STREAM_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 from helpers import concepts
 started = time.perf_counter()
 res = concepts.fit_streamed({path!r}, {k}, passes={passes}, chunk_rows=131072, progress=False)
 print(json.dumps({{"seconds": time.perf_counter() - started, "passes": res["passes"],
                   "relative_error": res["relative_error"][-1],
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+                  # VmHWM: this process's own peak resident memory (ru_maxrss would include the parent's at fork)
+                  "peak_rss_gb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 2**20}}))
 """
 
 
 def streamed(rows, k, passes):
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent.parent / "data") as tmp:
+    scratch = Path(__file__).resolve().parent.parent / "data" / "cache"   # git-ignored, next to the other caches
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         path = Path(tmp) / "V.npy"
         writer = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, 512))
         for start in range(0, rows, 500_000):

@@ -88,7 +88,7 @@ def _update_h(H, WtV, WtW, sweeps: int):
     return H
 
 
-def _nndsvda(gram, n_components, mean, dtype):
+def _nndsvda(gram, n_components, dtype):
     """H of NNDSVDa initialisation (Boutsidis & Gallopoulos) from the Gram matrix VᵀV: the right singular
     vectors are its eigenvectors. Returns H (K × C) and the singular values (for W's initialisation)."""
     evals, evecs = torch.linalg.eigh(gram.double())
@@ -101,7 +101,7 @@ def _nndsvda(gram, n_components, mean, dtype):
 def _init_from_svd(V, n_components, dtype):
     """NNDSVDa initialisation of W and H for an in-memory V (torch tensor)."""
     gram = V.T @ V
-    right, sigma = _nndsvda(gram, n_components, None, dtype)
+    right, sigma = _nndsvda(gram, n_components, dtype)
     left = (V @ right.T) / (sigma + _EPS)                          # n × K left singular vectors
     W = torch.zeros(V.shape[0], n_components, dtype=dtype, device=V.device)
     H = torch.zeros(n_components, V.shape[1], dtype=dtype, device=V.device)
@@ -275,7 +275,7 @@ def fit_streamed(source, n_components: int, passes: int = 30, tol: float = 1e-5,
         ct = torch.as_tensor(chunk, device=dev).double()
         gram += ct.T @ ct
         total += ct.sum()
-    right, sigma = _nndsvda(gram, n_components, None, dtype)
+    right, sigma = _nndsvda(gram, n_components, dtype)
     H = (torch.sqrt(sigma)[:, None] * right).abs().to(dev)
     H[H == 0] = float(total) / (n * c)
     errors = []

@@ -16,14 +16,14 @@ CAM_METHODS = {
 
 class OutputTarget:
     """A scalar of the model output to explain: class ``index`` of a logit vector (classification), or the
-    ``index``-th regression output — ``sign=-1`` explains what lowers it. Callable on one sample's output, as
-    pytorch-grad-cam and our captum wrappers expect."""
+    ``index``-th regression output (the prediction itself is the score). Callable on one sample's output, as
+    pytorch-grad-cam expects."""
 
-    def __init__(self, index: int = 0, sign: float = 1.0):
-        self.index, self.sign = int(index), float(sign)
+    def __init__(self, index: int = 0):
+        self.index = int(index)
 
     def __call__(self, output):
-        return self.sign * (output[..., self.index])
+        return output[..., self.index]
 
 
 def _check_images(images):

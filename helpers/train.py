@@ -129,17 +129,13 @@ def predict(model, images, batch_size: int = 128, device="auto", desc: str | Non
     """Model outputs (logits) for N×H×W×3 uint8 images or a dataset yielding (x, y); returns a CPU tensor."""
     from tqdm.auto import tqdm
 
+    from .features import iter_batches
+
     dev = select_device(device)
     model.to(dev).eval()
-    if isinstance(images, (np.ndarray, torch.Tensor)) or hasattr(images, "__array__"):
-        arr = np.asarray(images)
-        batches = (data.to_tensor_images(arr[i: i + batch_size]) for i in range(0, len(arr), batch_size))
-        n_batches = math.ceil(len(arr) / batch_size)
-    else:
-        loader = _loader(images, batch_size, False, 0)
-        batches = (x for x, _ in loader)
-        n_batches = len(loader)
-    outs = [model(x.to(dev)).cpu() for x in tqdm(batches, total=n_batches, desc=desc, leave=False, disable=desc is None)]
+    batches = iter_batches(images, batch_size)
+    outs = [model(x.to(dev)).cpu() for x in tqdm(batches, total=math.ceil(len(images) / batch_size), desc=desc,
+                                                 leave=False, disable=desc is None)]
     return torch.cat(outs)
 
 

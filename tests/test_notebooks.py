@@ -5,6 +5,7 @@ An expected file holds, per mode ("smoke" for this harness, "default" for `make 
   "exact":  values a deterministic run must reproduce (same seed → same numbers);
   "ranges": [low, high] bounds that encode the paper's claim or the issue's acceptance;
   "required": names every run must record.
+Run times are recorded ("seconds") but not asserted: a busy machine is slower without the code being wrong.
 """
 import json
 import math
