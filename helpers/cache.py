@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,29 @@ def config_key(config) -> str:
     return hashlib.sha256(json.dumps(_canonical(config), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def save_arrays(folder, arrays: dict, config: dict, meta: dict | None = None) -> Path:
-    """Write ``arrays`` (name → ndarray) and a manifest into ``folder`` atomically (via a temporary folder)."""
+@contextmanager
+def building(folder):
+    """Yield a fresh ``<folder>.partial`` to write into; on success it replaces ``folder``, so an interrupted
+    build never leaves a half-written cache where a complete one is expected."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    yield tmp
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def save_arrays(folder, arrays: dict, config: dict, meta: dict | None = None) -> Path:
+    """Write ``arrays`` (name → ndarray) and a manifest into ``folder`` atomically (via a temporary folder)."""
+    with building(folder) as tmp:
+        _write_arrays(tmp, arrays, config, meta)
+    return Path(folder)
+
+
+def _write_arrays(tmp: Path, arrays: dict, config: dict, meta: dict | None):
     files = {}
     for name, arr in arrays.items():
         path = tmp / f"{name}.npy"
@@ -55,10 +72,6 @@ def save_arrays(folder, arrays: dict, config: dict, meta: dict | None = None) ->
     manifest = {"format": FORMAT_VERSION, "config": _canonical(config), "files": files,
                 "meta": _canonical(meta or {}), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
 
 
 def verify(folder, config: dict | None = None) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -189,19 +188,12 @@ def models_root(data_dir) -> Path:
 
 def save_checkpoint(folder, model, config: dict, info: dict) -> Path:
     """Write ``model.pt`` and ``info.json`` (config, sha256 of the weights, metrics, history) atomically."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / CHECKPOINT)
-    record = {"config": cache._canonical(config), "sha256": cache.sha256_file(tmp / CHECKPOINT),
-              "architecture": type(model).__name__, **cache._canonical(info)}
-    (tmp / INFO).write_text(json.dumps(record, indent=1, sort_keys=True))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    with cache.building(folder) as tmp:
+        torch.save(model.state_dict(), tmp / CHECKPOINT)
+        record = {"config": cache._canonical(config), "sha256": cache.sha256_file(tmp / CHECKPOINT),
+                  "architecture": type(model).__name__, **cache._canonical(info)}
+        (tmp / INFO).write_text(json.dumps(record, indent=1, sort_keys=True))
+    return Path(folder)
 
 
 def load_checkpoint(folder, model, config: dict | None = None) -> dict:
