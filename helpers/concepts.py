@@ -98,11 +98,26 @@ def _nndsvda(gram, n_components, dtype):
     return V_right.to(dtype), sigma.to(dtype)
 
 
-def _init_from_svd(V, n_components, dtype):
-    """NNDSVDa initialisation of W and H for an in-memory V (torch tensor)."""
-    gram = V.T @ V
-    right, sigma = _nndsvda(gram, n_components, dtype)
-    left = (V @ right.T) / (sigma + _EPS)                          # n × K left singular vectors
+def _randomized_svd(V, n_components, seed: int, oversample: int = 10, power_iterations: int = 2):
+    """Leading singular triplets of V by a seeded randomised range finder (Halko, Martinsson & Tropp 2011, the
+    method of scikit-learn's ``randomized_svd``): a few passes of V times a thin matrix instead of the C × C Gram
+    matrix, which dominates the cost of a short NMF on a tall matrix."""
+    q = min(n_components + oversample, min(V.shape))
+    generator = torch.Generator(device=V.device).manual_seed(int(seed))
+    Y = V @ torch.randn(V.shape[1], q, generator=generator, dtype=V.dtype, device=V.device)
+    for _ in range(power_iterations):   # power iterations sharpen the spectrum; QR keeps them stable
+        Q = torch.linalg.qr(Y)[0]
+        Y = V @ torch.linalg.qr(V.T @ Q)[0]
+    Q = torch.linalg.qr(Y)[0]
+    U_small, sigma, right = torch.linalg.svd((Q.T @ V).double(), full_matrices=False)
+    left = Q.double() @ U_small
+    k = n_components
+    return left[:, :k].to(V.dtype), sigma[:k].to(V.dtype), right[:k].to(V.dtype)
+
+
+def _init_from_svd(V, n_components, dtype, seed: int = 0):
+    """NNDSVDa initialisation of W and H for an in-memory V (torch tensor), from a randomised SVD."""
+    left, sigma, right = _randomized_svd(V, n_components, seed)
     W = torch.zeros(V.shape[0], n_components, dtype=dtype, device=V.device)
     H = torch.zeros(n_components, V.shape[1], dtype=dtype, device=V.device)
     for j in range(n_components):
@@ -130,14 +145,15 @@ def _sq_error(sq_norm_v, W, VHt, HHt):
 
 # -------------------------------------------------------------------------------------------- estimator
 class NMF:
-    """V ≈ W·H in the Frobenius norm, deterministic (NNDSVDa start), on CPU or GPU.
+    """V ≈ W·H in the Frobenius norm, deterministic from ``seed`` (NNDSVDa start from a seeded randomised SVD),
+    on CPU or GPU.
 
     After :meth:`fit`: ``components_`` (H, K × C numpy), ``relative_error_`` (‖V − WH‖ / ‖V‖), ``n_iter_``,
     ``history_`` (relative error every iteration)."""
 
     def __init__(self, n_components: int, max_iter: int = 400, tol: float = 1e-5, inner_sweeps: int = 3,
-                 device="auto", dtype=torch.float32, target_error: float | None = None):
-        self.n_components, self.max_iter, self.tol = n_components, int(max_iter), float(tol)
+                 device="auto", dtype=torch.float32, target_error: float | None = None, seed: int = 0):
+        self.n_components, self.max_iter, self.tol, self.seed = n_components, int(max_iter), float(tol), int(seed)
         self.target_error = target_error   # stop as soon as the relative error reaches it (benchmarks)
         self.inner_sweeps, self.device, self.dtype = int(inner_sweeps), device, dtype
         self.components_ = None
@@ -150,7 +166,7 @@ class NMF:
     def fit_transform(self, V) -> np.ndarray:
         Vt = self._tensor(V)
         _check_k(self.n_components, Vt.shape[1])
-        W, H = _init_from_svd(Vt, self.n_components, self.dtype)
+        W, H = _init_from_svd(Vt, self.n_components, self.dtype, self.seed)
         sq_norm = float((Vt * Vt).sum())
         if sq_norm == 0:
             raise ValueError("the feature matrix is all zeros: every position is inactive in this layer.")

@@ -82,7 +82,79 @@ def block_mean(maps, cell: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------- one call for all
 CAPTUM_METHODS = ("saliency", "smoothgrad", "ig", "ig_nt", "occlusion")
-METHODS = tuple(CAM_METHODS) + CAPTUM_METHODS
+METHODS = tuple(CAM_METHODS) + CAPTUM_METHODS + ("lime",)
+
+
+# ------------------------------------------------------------------------------------------------ LIME
+def _lime_explainer_class():
+    from lime import lime_image
+
+    class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
+        """lime's image explainer with its perturbations run in large vectorised batches through a torch model.
+
+        Everything else is lime's own: the quickshift segmentation, the random on/off draws (same random state,
+        same order), the cosine-distance kernel and the ridge surrogate with its feature selection. Only
+        ``data_labels`` changes: instead of copying the image and masking segment by segment in a Python loop,
+        all perturbed images of a batch are built at once as where(on[segments], image, fudged)."""
+
+        def __init__(self, predict_tensor, batch_size: int = 256, **kwargs):
+            super().__init__(**kwargs)
+            self.predict_tensor, self.perturb_batch = predict_tensor, int(batch_size)
+
+        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+            n_features = np.unique(segments).shape[0]
+            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+            data[0, :] = 1
+            img = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32).permute(2, 0, 1)
+            fudged = torch.as_tensor(np.ascontiguousarray(fudged_image), dtype=torch.float32).permute(2, 0, 1)
+            seg = torch.as_tensor(segments, dtype=torch.long)
+            labels = []
+            for start in range(0, num_samples, self.perturb_batch):
+                on = torch.as_tensor(data[start: start + self.perturb_batch], dtype=torch.bool)[:, seg]  # B×H×W
+                batch = torch.where(on[:, None], img[None], fudged[None])
+                labels.append(self.predict_tensor(batch))
+            return data, np.concatenate(labels)
+
+    return BatchedLimeImageExplainer
+
+
+def lime_segmentation(seed: int = 0):
+    """lime's default segmentation (quickshift, kernel 4, max_dist 200, ratio 0.2) with a fixed seed."""
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+    return SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2, random_seed=seed)
+
+
+def lime_maps(model, images, target: int = 0, num_samples: int = 1000, num_features: int = 3, seed: int = 0,
+              batch_size: int = 256, device="auto", positive_only: bool = True, progress: bool = False) -> np.ndarray:
+    """LIME maps N × H × W: the ``num_features`` segments with the largest surrogate weights for ``target``
+    (positive weights only by default, as lime's ``get_image_and_mask(positive_only=True)``), each filled with its
+    weight; zero elsewhere. Paper 001 shows up to 3 segments. Classification models are explained through their
+    softmax probabilities (what lime's ``classifier_fn`` returns); single-output regression models through the
+    output itself."""
+    from tqdm.auto import tqdm
+
+    x, dev, model = _prepare(model, images, target, device)
+    with torch.no_grad():
+        n_out = model(x[:1].to(dev)).shape[-1]
+
+    @torch.no_grad()
+    def predict_tensor(batch):
+        out = model(batch.to(dev))
+        return (torch.softmax(out, 1) if n_out > 1 else out).double().cpu().numpy()
+
+    explainer_class = _lime_explainer_class()
+    maps = np.zeros((len(x), x.shape[2], x.shape[3]), np.float32)
+    for i in tqdm(range(len(x)), desc="LIME", disable=not progress, leave=False):
+        explainer = explainer_class(predict_tensor, batch_size=batch_size, random_state=seed)
+        image = x[i].permute(1, 2, 0).numpy().astype(np.float64)
+        exp = explainer.explain_instance(image, None, labels=(int(target),), top_labels=None,
+                                         num_features=num_features, num_samples=num_samples,
+                                         segmentation_fn=lime_segmentation(seed), random_seed=seed)
+        weights = [(f, w) for f, w in exp.local_exp[int(target)] if (w > 0 or not positive_only)][:num_features]
+        for f, w in weights:
+            maps[i][exp.segments == f] = w
+    return maps
 
 
 def _reduce_channels(attr: torch.Tensor, how: str) -> np.ndarray:
@@ -104,13 +176,20 @@ def explain(model, images, method: str, target: int = 0, layer: str | None = Non
     itself, so higher predictions give higher attributions, as in paper 003). CAM methods need ``layer``; captum
     methods take: ``stdev`` (noise σ as a fraction of the input range, smoothgrad / ig_nt, default 0.15),
     ``n_samples`` (default 30), ``steps`` (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4),
-    ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default)."""
+    ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default). ``lime`` takes
+    ``num_samples`` (1000), ``num_features`` (3), ``seed`` (0), ``positive_only`` (True): see :func:`lime_maps`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
     if method in CAM_METHODS:
         if layer is None:
             raise ValueError(f"{method} needs the name of a convolutional layer (layer=...).")
         return cam_maps(model, images, layer, method, int(target), batch_size, device)
+    if method == "lime":
+        keys = {"num_samples", "num_features", "seed", "positive_only", "progress"}
+        unknown = set(options) - keys
+        if unknown:
+            raise ValueError(f"lime does not take {sorted(unknown)}; it takes {sorted(keys)}.")
+        return _finite(lime_maps(model, images, int(target), device=device, **options), method)
     x, dev, model = _prepare(model, images, target, device)
     import captum.attr as ca
 
@@ -138,7 +217,10 @@ def explain(model, images, method: str, target: int = 0, layer: str | None = Non
             attr = ca.Occlusion(model).attribute(xb, sliding_window_shapes=(3, w, w), strides=(3, s, s),
                                                  baselines=0.0, target=int(target))
         out.append(_reduce_channels(attr, reduce))
-    maps = np.concatenate(out).astype(np.float32)
+    return _finite(np.concatenate(out).astype(np.float32), method)
+
+
+def _finite(maps, method):
     if not np.isfinite(maps).all():
         raise ValueError(f"{method} produced non-finite attributions; check the model for NaN outputs.")
     return maps

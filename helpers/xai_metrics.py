@@ -1,8 +1,10 @@
-"""Scores of attribution maps against ground truth: where the attribution mass lies, and how it correlates with
-a ground-truth map."""
+"""Scores of attribution maps: against ground truth (paper 001's six metrics, Quantus' localisation metrics,
+relevance mass and correlation with a ground-truth map), against the model (deletion / insertion), and against
+a randomised model (the parameter-randomisation sanity check)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def _check_pair(maps, truth, what: str):
@@ -17,13 +19,14 @@ def _check_pair(maps, truth, what: str):
 
 def relevance_mass(maps, masks) -> np.ndarray:
     """Relevance mass accuracy (Arras et al.; Quantus' definition): the share of the positive attribution that
-    falls inside the mask, per map (NaN when a map has no positive attribution)."""
+    falls inside the mask, per map (NaN when a map has no positive attribution or the mask is empty)."""
     maps, masks = _check_pair(maps, masks, "masks")
     pos = np.clip(maps, 0, None).reshape(len(maps), -1)
-    inside = (pos * masks.reshape(len(masks), -1).astype(bool)).sum(1)
+    inside_mask = masks.reshape(len(masks), -1).astype(bool)
+    inside = (pos * inside_mask).sum(1)
     total = pos.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, inside / total, np.nan)
+        return np.where((total > 0) & inside_mask.any(1), inside / total, np.nan)
 
 
 def map_correlation(maps, truth_maps) -> np.ndarray:
@@ -35,3 +38,194 @@ def map_correlation(maps, truth_maps) -> np.ndarray:
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, (a * b).sum(1) / denom, np.nan)
+
+
+# --------------------------------------------------------------------- paper 001's six metrics (§3.5)
+ATTRIBUTION_THRESHOLD = 0.3   # paper 001: a normalised attribution counts as "on" above 0.3
+MASK_THRESHOLD = 0.5          # and a (soft) segmentation mask above 0.5
+
+
+def normalise_map(maps) -> np.ndarray:
+    """Paper 001's preprocessing: |attribution|, min-max scaled to [0, 1] per map (a constant map becomes 0)."""
+    maps = np.abs(np.asarray(maps, np.float64))
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be N × H × W, got shape {maps.shape}.")
+    if not np.isfinite(maps).all():
+        raise ValueError("attribution maps hold NaN or inf values; fix the explanation before scoring it.")
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0.0)
+
+
+def binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
+             mask_threshold: float = MASK_THRESHOLD):
+    """Binary attribution (normalised > 0.3) and binary mask (> 0.5), checked to have the same shape."""
+    maps, masks = _check_pair(maps, masks, "masks")
+    return normalise_map(maps) > attribution_threshold, np.asarray(masks, np.float64) > mask_threshold
+
+
+def paper_metrics(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
+                  mask_threshold: float = MASK_THRESHOLD) -> dict:
+    """Paper 001's six scores per map, as its §3.5 defines them, on the binarised attribution and mask: IoU
+    (Jaccard), precision, recall and F1 of the attributed pixels against the mask pixels (the positive class;
+    0 where undefined, as scikit-learn's ``zero_division=0``), Spearman's rank correlation of the two binary
+    images (NaN where one is constant, as scipy), and pixel accuracy (share of pixels where both agree).
+    Returns a dict of arrays of length N."""
+    pred, truth = binarise(maps, masks, attribution_threshold, mask_threshold)
+    n = len(pred)
+    p, t = pred.reshape(n, -1), truth.reshape(n, -1)
+    tp = (p & t).sum(1).astype(float)
+    fp = (p & ~t).sum(1).astype(float)
+    fn = (~p & t).sum(1).astype(float)
+    union = tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        iou = np.where(union > 0, tp / union, 0.0)
+    # Spearman of two binary vectors = Pearson of their (tied) ranks = Pearson of the binary vectors
+    pc, tc = p - p.mean(1, keepdims=True), t - t.mean(1, keepdims=True)
+    denom = np.sqrt((pc ** 2).sum(1) * (tc ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spearman = np.where(denom > 0, (pc * tc).sum(1) / denom, np.nan)
+    return {"iou": iou, "precision": precision, "recall": recall, "f1": f1, "spearman": spearman,
+            "pixel_accuracy": (p == t).mean(1)}
+
+
+def paper_code_iou(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
+                   mask_threshold: float = MASK_THRESHOLD, smooth: float = 1.0) -> np.ndarray:
+    """IoU as paper 001's published code computes it (its appendix): the binary attribution goes through a
+    sigmoid first (0 → 0.5, 1 → 0.73) and a smoothing term of 1 is added; kept to show why its Table 6 IoU is
+    almost the same for every method."""
+    pred, truth = binarise(maps, masks, attribution_threshold, mask_threshold)
+    n = len(pred)
+    soft = 1 / (1 + np.exp(-pred.reshape(n, -1).astype(float)))
+    t = truth.reshape(n, -1).astype(float)
+    inter = (soft * t).sum(1)
+    return (inter + smooth) / ((soft + t).sum(1) - inter + smooth)
+
+
+# ------------------------------------------------------------------------ localisation (Quantus' definitions)
+def _flat_pair(maps, masks):
+    maps, masks = _check_pair(maps, masks, "masks")
+    n = len(maps)
+    return maps.reshape(n, -1), np.asarray(masks).reshape(n, -1).astype(bool)
+
+
+def pointing_game(maps, masks) -> np.ndarray:
+    """1 where a pixel of maximal attribution lies inside the mask, else 0; NaN for an empty mask (Quantus'
+    ``PointingGame``)."""
+    a, s = _flat_pair(maps, masks)
+    hit = (s & (a == a.max(1, keepdims=True))).any(1).astype(float)
+    hit[s.sum(1) == 0] = np.nan
+    return hit
+
+
+def relevance_rank(maps, masks) -> np.ndarray:
+    """Share of the k most attributed pixels that lie in the mask, k = mask size (Quantus'
+    ``RelevanceRankAccuracy``); NaN for an empty mask."""
+    a, s = _flat_pair(maps, masks)
+    k = s.sum(1)
+    order = np.argsort(-a, axis=1, kind="stable")
+    ranked = np.take_along_axis(s, order, axis=1)
+    top = np.arange(a.shape[1])[None, :] < k[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(k > 0, (ranked & top).sum(1) / np.maximum(k, 1), np.nan)
+
+
+def mask_auc(maps, masks) -> np.ndarray:
+    """ROC-AUC of the attribution as a score for mask pixels (Quantus' ``AUC``); NaN when the mask is empty
+    or covers everything."""
+    from sklearn.metrics import roc_auc_score
+
+    a, s = _flat_pair(maps, masks)
+    return np.array([roc_auc_score(si, ai) if 0 < si.sum() < si.size else np.nan for ai, si in zip(a, s)])
+
+
+# ------------------------------------------------------------------------------------------ faithfulness
+def _target_scores(model, batch, target: int):
+    out = model(batch)
+    return (torch.softmax(out, 1) if out.shape[1] > 1 else out)[:, target]
+
+
+def deletion_insertion(model, images, maps, target, steps: int = 20, device="auto", batch_size: int = 64,
+                       blur_sigma: float = 5.0) -> dict:
+    """Deletion and insertion curves (Petsiuk et al., RISE): pixels are taken in order of decreasing
+    attribution; deletion sets the first fraction f of them to 0 and follows the target's probability, insertion
+    starts from a blurred image and puts them back. ``target`` is one class index or one per image. Returns
+    ``deletion_auc`` and ``insertion_auc`` per image (area under the curve over f ∈ [0, 1]; lower deletion and
+    higher insertion mean a more faithful map) and the curves."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from .env import select_device
+
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    maps = np.asarray(maps, np.float64)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must be N × 3 × H × W, got shape {tuple(x.shape)}.")
+    if maps.shape != (x.shape[0], x.shape[2], x.shape[3]):
+        raise ValueError(f"maps {maps.shape} do not match the images {tuple(x.shape)}; one N × H × W map per image.")
+    if not np.isfinite(maps).all():
+        raise ValueError("attribution maps hold NaN or inf values.")
+    targets = np.broadcast_to(np.asarray(target, int), (len(x),))
+    dev = select_device(device)
+    model = model.to(dev).eval()
+    n_pix = x.shape[2] * x.shape[3]
+    fractions = np.linspace(0, 1, steps + 1)
+    counts = np.round(fractions * n_pix).astype(int)
+    curves = {"deletion": np.zeros((len(x), steps + 1)), "insertion": np.zeros((len(x), steps + 1))}
+    k = int(2 * round(3 * blur_sigma) + 1)
+    with torch.no_grad():
+        for i in range(len(x)):
+            order = torch.as_tensor(np.argsort(-maps[i].ravel(), kind="stable"))
+            rank = torch.empty(n_pix, dtype=torch.long)
+            rank[order] = torch.arange(n_pix)
+            rank = rank.view(1, 1, *x.shape[2:])
+            taken = rank < torch.as_tensor(counts).view(-1, 1, 1, 1)                # (steps+1) × 1 × H × W
+            image = x[i: i + 1]
+            blurred = gaussian_blur(image, [k, k], [blur_sigma, blur_sigma])
+            variants = {"deletion": torch.where(taken, torch.zeros_like(image), image),
+                        "insertion": torch.where(taken, image, blurred)}
+            for name, batch in variants.items():
+                scores = torch.cat([_target_scores(model, batch[s: s + batch_size].to(dev), int(targets[i]))
+                                    for s in range(0, len(batch), batch_size)])
+                curves[name][i] = scores.double().cpu().numpy()
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz
+    return {"deletion_auc": trapezoid(curves["deletion"], fractions, axis=1),
+            "insertion_auc": trapezoid(curves["insertion"], fractions, axis=1),
+            "fractions": fractions, "deletion_curve": curves["deletion"], "insertion_curve": curves["insertion"]}
+
+
+# ------------------------------------------------------------------------------------------------ sanity
+def randomised_copy(model, seed: int = 0):
+    """A copy of ``model`` with every layer's parameters re-initialised (the model-parameter randomisation test
+    of Adebayo et al., all layers at once); the original is untouched."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        n = 0
+        for module in clone.modules():
+            if hasattr(module, "reset_parameters") and module is not clone:
+                module.reset_parameters()
+                n += 1
+    if n == 0:
+        raise ValueError(f"{type(model).__name__} has no layer with reset_parameters(); cannot randomise it.")
+    return clone.eval()
+
+
+def rank_similarity(maps_a, maps_b) -> np.ndarray:
+    """Spearman rank correlation between corresponding maps of |attribution| (MPRT's similarity). A map that
+    is constant under one model shares no ranking with the other: scored 0 rather than NaN."""
+    from scipy.stats import spearmanr
+
+    a, b = _check_pair(maps_a, maps_b, "second maps")
+    out = []
+    for ai, bi in zip(np.abs(a).reshape(len(a), -1), np.abs(b).reshape(len(b), -1)):
+        if np.ptp(ai) == 0 or np.ptp(bi) == 0:
+            out.append(0.0)
+        else:
+            out.append(float(spearmanr(ai, bi)[0]))
+    return np.array(out)

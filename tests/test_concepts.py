@@ -28,6 +28,17 @@ def test_fit_matches_sklearn_error():
     assert np.array_equal(again.components_, ours.components_)            # deterministic
 
 
+def test_randomized_svd_matches_exact_svd():
+    V = torch.as_tensor(_activation_like(seed=3))
+    left, sigma, right = concepts._randomized_svd(V, 6, seed=0)
+    U, S, Vh = torch.linalg.svd(V.double(), full_matrices=False)
+    assert torch.allclose(sigma.double(), S[:6], rtol=1e-3)
+    # singular vectors agree up to sign
+    assert torch.allclose((right.double() * Vh[:6]).sum(1).abs(), torch.ones(6, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose((left.double() * U[:, :6]).sum(0).abs(), torch.ones(6, dtype=torch.float64), atol=1e-3)
+    assert torch.equal(concepts._randomized_svd(V, 6, seed=0)[1], sigma)      # same seed, same numbers
+
+
 def test_transform_with_fixed_h_matches_sklearn():
     V = _activation_like(seed=1)
     H = concepts.NMF(6).fit(V).components_

@@ -1,0 +1,97 @@
+"""Every attribution method of helpers.explain equals its library called directly on the same input; LIME's
+batched perturbations give lime_image's own explanation."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import explain, models
+
+
+@pytest.fixture(scope="module")
+def grading_cnn():
+    torch.manual_seed(0)
+    return models.GradingCNN(7, input_size=64).eval()
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    torch.manual_seed(1)
+    return torch.rand(3, 3, 64, 64)
+
+
+@pytest.mark.parametrize("name, cls", [("gradcampp", "GradCAMPlusPlus"), ("layercam", "LayerCAM"),
+                                       ("scorecam", "ScoreCAM")])
+def test_cam_family_equals_pytorch_grad_cam(grading_cnn, tiles, name, cls):
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    ours = explain.explain(grading_cnn, tiles, name, target=2, layer="relu3", batch_size=2)
+    with getattr(pgc, cls)(model=grading_cnn, target_layers=[grading_cnn.relu3]) as cam:
+        ref = cam(input_tensor=tiles, targets=[ClassifierOutputTarget(2)] * len(tiles))
+    assert ours.shape == (3, 64, 64)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_ig_noise_tunnel_and_occlusion_equal_captum(grading_cnn, tiles):
+    import captum.attr as ca
+
+    torch.manual_seed(3)
+    ours = explain.explain(grading_cnn, tiles, "ig_nt", target=5, stdev=0.1, n_samples=3, steps=6, batch_size=3)
+    torch.manual_seed(3)
+    ref = ca.NoiseTunnel(ca.IntegratedGradients(grading_cnn)).attribute(
+        tiles, nt_type="smoothgrad", nt_samples=3, stdevs=0.1 * float(tiles.max() - tiles.min()),
+        baselines=tiles * 0, target=5, n_steps=6)
+    np.testing.assert_allclose(ours, ref.sum(1).detach().numpy(), rtol=1e-4, atol=1e-6)
+    ours = explain.explain(grading_cnn, tiles, "occlusion", target=1, window=16, stride=8)
+    ref = ca.Occlusion(grading_cnn).attribute(tiles, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8),
+                                              baselines=0.0, target=1)
+    np.testing.assert_allclose(ours, ref.sum(1).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_lime_equals_lime_image(grading_cnn, tiles):
+    from lime import lime_image
+
+    def classifier_fn(batch):                       # lime's contract: N × H × W × 3 numpy → probabilities
+        x = torch.as_tensor(batch, dtype=torch.float32).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            return torch.softmax(grading_cnn(x), 1).double().numpy()
+
+    # a random network on noise may give no positive weight at all: compare every selected segment
+    ours = explain.explain(grading_cnn, tiles[:2], "lime", target=3, num_samples=300, num_features=3, seed=7,
+                           positive_only=False)
+    for i in range(2):
+        image = tiles[i].permute(1, 2, 0).numpy().astype(np.float64)
+        ref = lime_image.LimeImageExplainer(random_state=7).explain_instance(
+            image, classifier_fn, labels=(3,), top_labels=None, num_features=3, num_samples=300,
+            segmentation_fn=explain.lime_segmentation(7), random_seed=7)
+        top = ref.local_exp[3][:3]
+        expected = np.zeros((64, 64))
+        for f, w in top:
+            expected[ref.segments == f] = w
+        assert len(top) == 3
+        np.testing.assert_allclose(ours[i], expected, rtol=1e-4, atol=1e-7)
+        # the same top segments (the paper's mask) and nothing else
+        assert set(np.unique(ref.segments[ours[i] != 0])) == {f for f, _ in top}
+
+
+def test_lime_is_seeded_and_refuses_unknown_options(grading_cnn, tiles):
+    a = explain.explain(grading_cnn, tiles[:1], "lime", target=0, num_samples=100, seed=1)
+    b = explain.explain(grading_cnn, tiles[:1], "lime", target=0, num_samples=100, seed=1)
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="lime does not take"):
+        explain.explain(grading_cnn, tiles[:1], "lime", target=0, n_samples=100)
+    with pytest.raises(ValueError, match="out of range"):
+        explain.explain(grading_cnn, tiles[:1], "lime", target=7)
+
+
+def test_non_finite_attributions_are_refused(tiles):
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3)) * torch.tensor(float("nan"))
+
+    with pytest.raises(ValueError, match="non-finite"):
+        explain.explain(Broken(), tiles[:1], "saliency", target=0)

@@ -1,0 +1,118 @@
+"""Scores of attribution maps: paper 001's six metrics against scikit-learn / scipy, the localisation metrics
+against Quantus' own implementations, faithfulness curves and the randomisation check on known cases."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import models, xai_metrics
+
+
+def _maps_and_masks(n=6, size=24, seed=0):
+    rng = np.random.default_rng(seed)
+    maps = rng.gamma(0.7, 1.0, (n, size, size))
+    maps[0] = 0.0                                           # a constant map: nothing attributed
+    masks = rng.random((n, size, size)) * (np.arange(size)[None, :, None] > size // 3)
+    masks[1] = 0.0                                          # an empty mask
+    return maps, masks
+
+
+def test_paper_metrics_equal_sklearn_and_scipy():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
+
+    maps, masks = _maps_and_masks()
+    ours = xai_metrics.paper_metrics(maps, masks)
+    norm = xai_metrics.normalise_map(maps)
+    for i in range(len(maps)):
+        pred = (norm[i] > 0.3).ravel()
+        truth = (masks[i] > 0.5).ravel()
+        assert ours["iou"][i] == pytest.approx(jaccard_score(truth, pred, zero_division=0))
+        assert ours["precision"][i] == pytest.approx(precision_score(truth, pred, zero_division=0))
+        assert ours["recall"][i] == pytest.approx(recall_score(truth, pred, zero_division=0))
+        assert ours["f1"][i] == pytest.approx(f1_score(truth, pred, zero_division=0))
+        assert ours["pixel_accuracy"][i] == pytest.approx(np.mean(pred == truth))
+        if pred.std() > 0 and truth.std() > 0:
+            assert ours["spearman"][i] == pytest.approx(spearmanr(pred, truth)[0])
+        else:
+            assert np.isnan(ours["spearman"][i])
+    # normalisation: |map| min-max per map; a constant map is all zero
+    assert norm[0].max() == 0 and norm[2].min() == 0 and norm[2].max() == pytest.approx(1.0)
+
+
+def test_paper_code_iou_hides_the_difference_between_maps():
+    masks = np.zeros((2, 10, 10)); masks[:, :5] = 1
+    perfect = masks.copy()
+    wrong = 1 - masks
+    ours = xai_metrics.paper_metrics(np.stack([perfect[0], wrong[0]]), masks)["iou"]
+    code = xai_metrics.paper_code_iou(np.stack([perfect[0], wrong[0]]), masks)
+    assert ours.tolist() == [1.0, 0.0]
+    assert code[0] - code[1] < 0.25 < ours[0] - ours[1]      # the sigmoid compresses 1 vs 0 into 0.73 vs 0.5
+
+
+@pytest.mark.parametrize("ours, theirs", [("pointing_game", "PointingGame"), ("relevance_rank", "RelevanceRankAccuracy"),
+                                          ("mask_auc", "AUC"), ("relevance_mass", "RelevanceMassAccuracy")])
+def test_localisation_metrics_equal_quantus(ours, theirs):
+    quantus = pytest.importorskip("quantus")
+    maps, masks = _maps_and_masks(seed=2)
+    maps[0] = np.random.default_rng(5).random(maps[0].shape)   # Quantus divides by zero on a zero map
+    binary = masks > 0.5
+    metric = getattr(quantus, theirs)(disable_warnings=True)
+    ref = np.asarray(metric.evaluate_batch(a_batch=maps[:, None], s_batch=binary[:, None]), float)
+    got = getattr(xai_metrics, ours)(maps, binary)
+    filled = binary.any(axis=(1, 2))
+    np.testing.assert_allclose(got[filled], ref[filled], rtol=1e-9)
+    # an empty mask leaves the score undefined: NaN (Quantus means the same, but its PointingGame writes NaN
+    # into a boolean array, where it becomes True)
+    assert np.isnan(got[1])
+
+
+def test_metrics_refuse_bad_inputs():
+    maps, masks = _maps_and_masks()
+    with pytest.raises(ValueError, match="differ in shape"):
+        xai_metrics.paper_metrics(maps, masks[:, :10])
+    bad = maps.copy(); bad[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        xai_metrics.paper_metrics(bad, masks)
+    with pytest.raises(ValueError, match="NaN"):
+        xai_metrics.pointing_game(bad, masks > 0.5)
+
+
+class _RedDetector(torch.nn.Module):
+    """Two classes; the class-1 logit grows with the red channel in the top-left quadrant only."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        red = x[:, 0, :8, :8].mean((1, 2)) * 10 + self.bias
+        return torch.stack([-red, red], 1)
+
+
+def test_deletion_and_insertion_reward_the_right_map():
+    x = torch.zeros(2, 3, 16, 16); x[:, 0, :8, :8] = 1.0
+    right = np.zeros((2, 16, 16)); right[:, :8, :8] = 1.0
+    right += np.random.default_rng(0).random((2, 16, 16)) * 1e-3     # ties broken at random
+    wrong = 1.0 - right
+    good = xai_metrics.deletion_insertion(_RedDetector(), x, right, target=1, steps=16, device="cpu")
+    bad = xai_metrics.deletion_insertion(_RedDetector(), x, wrong, target=1, steps=16, device="cpu")
+    assert (good["deletion_auc"] < bad["deletion_auc"]).all()
+    assert (good["insertion_auc"] > bad["insertion_auc"]).all()
+    assert good["deletion_curve"][0, 0] == pytest.approx(1 / (1 + np.exp(-20)))   # f = 0: the original image
+    with pytest.raises(ValueError, match="do not match"):
+        xai_metrics.deletion_insertion(_RedDetector(), x, right[:, :8], target=1)
+
+
+def test_randomised_copy_and_rank_similarity():
+    torch.manual_seed(0)
+    model = models.GradingCNN(7, input_size=64)
+    clone = xai_metrics.randomised_copy(model, seed=1)
+    assert not torch.equal(clone.conv1.weight, model.conv1.weight)
+    again = xai_metrics.randomised_copy(model, seed=1)
+    assert torch.equal(clone.conv1.weight, again.conv1.weight)                   # seeded
+    a = np.random.default_rng(0).random((3, 8, 8))
+    assert xai_metrics.rank_similarity(a, a) == pytest.approx([1, 1, 1])
+    assert xai_metrics.rank_similarity(a, 5 * a + 1) == pytest.approx([1, 1, 1])
+    assert xai_metrics.rank_similarity(a, np.zeros_like(a)).tolist() == [0, 0, 0]   # constant map: no shared ranking
+    with pytest.raises(ValueError, match="no layer with reset_parameters"):
+        xai_metrics.randomised_copy(torch.nn.ReLU())
