@@ -38,27 +38,33 @@ def _check_images(images):
     return x.float()
 
 
-def _prepare(model, images, target: int, device):
-    """Checked images, the device, the model in eval mode on it; refuses a target the model does not have."""
+def _prepare(model, images, target, device):
+    """Checked images, the device, the model in eval mode on it, and one target index per image (``target`` is
+    one index for all images or a sequence of N); refuses a target the model does not have."""
     x = _check_images(images)
     dev = select_device(device)
     model = model.to(dev).eval()
     with torch.no_grad():
         n_out = model(x[:1].to(dev)).shape[-1]
-    if not 0 <= int(target) < n_out:
-        raise ValueError(f"target index {target} is out of range: the model has {n_out} output(s).")
-    return x, dev, model
+    targets = np.asarray(target).astype(int, copy=False) if np.ndim(target) else np.full(len(x), int(target))
+    if targets.shape != (len(x),):
+        raise ValueError(f"give one target for all images or one per image: got {targets.shape[0]} targets for "
+                         f"{len(x)} images.")
+    bad = targets[(targets < 0) | (targets >= n_out)]
+    if len(bad):
+        raise ValueError(f"target index {int(bad[0])} is out of range: the model has {n_out} output(s).")
+    return x, dev, model, targets
 
 
-def cam_maps(model, images, layer_name: str, method: str = "gradcam", target: int = 0, batch_size: int = 32,
+def cam_maps(model, images, layer_name: str, method: str = "gradcam", target=0, batch_size: int = 32,
              device="auto") -> np.ndarray:
-    """CAM-family maps from pytorch-grad-cam for ``target`` (an output index), N × H × W in [0, 1] (the library's
-    per-image min-max scaling of the ReLU'd map)."""
+    """CAM-family maps from pytorch-grad-cam for ``target`` (an output index, or one per image), N × H × W in
+    [0, 1] (the library's per-image min-max scaling of the ReLU'd map)."""
     import pytorch_grad_cam as pgc
 
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}.")
-    x, dev, model = _prepare(model, images, target, device)
+    x, dev, model, targets = _prepare(model, images, target, device)
     layer = get_layer(model, layer_name)
     cam_class = getattr(pgc, CAM_METHODS[method])
     out = []
@@ -67,7 +73,8 @@ def cam_maps(model, images, layer_name: str, method: str = "gradcam", target: in
             cam.batch_size = batch_size
         for start in range(0, len(x), batch_size):
             xb = x[start: start + batch_size].to(dev)
-            out.append(cam(input_tensor=xb, targets=[OutputTarget(target)] * len(xb)).astype(np.float32))
+            out.append(cam(input_tensor=xb, targets=[OutputTarget(t) for t in targets[start: start + len(xb)]])
+                       .astype(np.float32))
     return np.concatenate(out)
 
 
@@ -125,7 +132,7 @@ def lime_segmentation(seed: int = 0):
     return SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2, random_seed=seed)
 
 
-def lime_maps(model, images, target: int = 0, num_samples: int = 1000, num_features: int = 3, seed: int = 0,
+def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: int = 3, seed: int = 0,
               batch_size: int = 256, device="auto", positive_only: bool = True, progress: bool = False) -> np.ndarray:
     """LIME maps N × H × W: the ``num_features`` segments with the largest surrogate weights for ``target``
     (positive weights only by default, as lime's ``get_image_and_mask(positive_only=True)``), each filled with its
@@ -134,7 +141,7 @@ def lime_maps(model, images, target: int = 0, num_samples: int = 1000, num_featu
     output itself."""
     from tqdm.auto import tqdm
 
-    x, dev, model = _prepare(model, images, target, device)
+    x, dev, model, targets = _prepare(model, images, target, device)
     with torch.no_grad():
         n_out = model(x[:1].to(dev)).shape[-1]
 
@@ -148,10 +155,11 @@ def lime_maps(model, images, target: int = 0, num_samples: int = 1000, num_featu
     for i in tqdm(range(len(x)), desc="LIME", disable=not progress, leave=False):
         explainer = explainer_class(predict_tensor, batch_size=batch_size, random_state=seed)
         image = x[i].permute(1, 2, 0).numpy().astype(np.float64)
-        exp = explainer.explain_instance(image, None, labels=(int(target),), top_labels=None,
+        label = int(targets[i])
+        exp = explainer.explain_instance(image, None, labels=(label,), top_labels=None,
                                          num_features=num_features, num_samples=num_samples,
                                          segmentation_fn=lime_segmentation(seed), random_seed=seed)
-        weights = [(f, w) for f, w in exp.local_exp[int(target)] if (w > 0 or not positive_only)][:num_features]
+        weights = [(f, w) for f, w in exp.local_exp[label] if (w > 0 or not positive_only)][:num_features]
         for f, w in weights:
             maps[i][exp.segments == f] = w
     return maps
@@ -168,12 +176,12 @@ def _reduce_channels(attr: torch.Tensor, how: str) -> np.ndarray:
     raise ValueError(f"unknown channel reduction {how!r}; use 'max_abs' or 'sum'.")
 
 
-def explain(model, images, method: str, target: int = 0, layer: str | None = None, batch_size: int = 16,
+def explain(model, images, method: str, target=0, layer: str | None = None, batch_size: int = 16,
             device="auto", **options) -> np.ndarray:
     """Attribution maps N × H × W for a batch of N × 3 × H × W images in [0, 1].
 
     ``target`` is a class index (classification) or an output index (regression: the score is the output
-    itself, so higher predictions give higher attributions, as in paper 003). CAM methods need ``layer``; captum
+    itself; one index for all images or one per image), so higher predictions give higher attributions, as in paper 003). CAM methods need ``layer``; captum
     methods take: ``stdev`` (noise σ as a fraction of the input range, smoothgrad / ig_nt, default 0.15),
     ``n_samples`` (default 30), ``steps`` (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4),
     ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default). ``lime`` takes
@@ -183,14 +191,14 @@ def explain(model, images, method: str, target: int = 0, layer: str | None = Non
     if method in CAM_METHODS:
         if layer is None:
             raise ValueError(f"{method} needs the name of a convolutional layer (layer=...).")
-        return cam_maps(model, images, layer, method, int(target), batch_size, device)
+        return cam_maps(model, images, layer, method, target, batch_size, device)
     if method == "lime":
         keys = {"num_samples", "num_features", "seed", "positive_only", "progress"}
         unknown = set(options) - keys
         if unknown:
             raise ValueError(f"lime does not take {sorted(unknown)}; it takes {sorted(keys)}.")
-        return _finite(lime_maps(model, images, int(target), device=device, **options), method)
-    x, dev, model = _prepare(model, images, target, device)
+        return _finite(lime_maps(model, images, target, device=device, **options), method)
+    x, dev, model, targets = _prepare(model, images, target, device)
     import captum.attr as ca
 
     stdev = float(options.get("stdev", 0.15)) * float(x.max() - x.min() or 1.0)
@@ -199,23 +207,24 @@ def explain(model, images, method: str, target: int = 0, layer: str | None = Non
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start: start + batch_size].to(dev).requires_grad_(True)
+        target = torch.as_tensor(targets[start: start + len(xb)], device=dev)
         if method == "saliency":
-            attr = ca.Saliency(model).attribute(xb, target=int(target), abs=False)
+            attr = ca.Saliency(model).attribute(xb, target=target, abs=False)
         elif method == "smoothgrad":
             attr = ca.NoiseTunnel(ca.Saliency(model)).attribute(
                 xb, nt_type="smoothgrad", nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=stdev,
-                target=int(target), abs=False)
+                target=target, abs=False)
         elif method == "ig":
-            attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=int(target),
+            attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=target,
                                                            n_steps=int(options.get("steps", 32)))
         elif method == "ig_nt":
             attr = ca.NoiseTunnel(ca.IntegratedGradients(model)).attribute(
                 xb, nt_type="smoothgrad", nt_samples=int(options.get("n_samples", 8)), stdevs=stdev,
-                baselines=xb * 0, target=int(target), n_steps=int(options.get("steps", 16)))
+                baselines=xb * 0, target=target, n_steps=int(options.get("steps", 16)))
         else:  # occlusion
             w, s = int(options.get("window", 8)), int(options.get("stride", 4))
             attr = ca.Occlusion(model).attribute(xb, sliding_window_shapes=(3, w, w), strides=(3, s, s),
-                                                 baselines=0.0, target=int(target))
+                                                 baselines=0.0, target=target)
         out.append(_reduce_channels(attr, reduce))
     return _finite(np.concatenate(out).astype(np.float32), method)
 

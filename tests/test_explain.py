@@ -84,6 +84,24 @@ def test_lime_is_seeded_and_refuses_unknown_options(grading_cnn, tiles):
         explain.explain(grading_cnn, tiles[:1], "lime", target=7)
 
 
+@pytest.mark.parametrize("method, opts", [("gradcam", {"layer": "relu3"}), ("ig_nt", {"n_samples": 2, "steps": 4}),
+                                          ("occlusion", {"window": 16, "stride": 16}),
+                                          ("lime", {"num_samples": 60})])
+def test_one_target_per_image_equals_separate_calls(grading_cnn, tiles, method, opts):
+    targets = [0, 4, 6]
+    torch.manual_seed(0)
+    together = explain.explain(grading_cnn, tiles, method, target=targets, **opts)
+    for i, t in enumerate(targets):
+        torch.manual_seed(0)
+        alone = explain.explain(grading_cnn, tiles[i: i + 1], method, target=t, **opts)
+        if method != "ig_nt":            # noise draws differ between a batch of 3 and of 1
+            np.testing.assert_allclose(together[i], alone[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one per image"):
+        explain.explain(grading_cnn, tiles, method, target=[0, 1], **opts)
+    with pytest.raises(ValueError, match="out of range"):
+        explain.explain(grading_cnn, tiles, method, target=[0, 1, 9], **opts)
+
+
 def test_non_finite_attributions_are_refused(tiles):
     class Broken(torch.nn.Module):
         def __init__(self):
