@@ -233,3 +233,24 @@ def _finite(maps, method):
     if not np.isfinite(maps).all():
         raise ValueError(f"{method} produced non-finite attributions; check the model for NaN outputs.")
     return maps
+
+
+def run_methods(model, images, methods: dict, target=0, device="auto", batch_size: int = 16,
+                progress: bool = True) -> tuple[dict, dict]:
+    """Maps of several methods on the same images: ``methods`` maps a name to :func:`explain`'s keyword
+    arguments (``method`` defaults to the name). Returns ({name: N × H × W maps}, {name: seconds per map})."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    maps, seconds = {}, {}
+    bar = tqdm(methods.items(), desc="explanations", disable=not progress, leave=False)
+    for name, options in bar:
+        bar.set_postfix(method=name)
+        options = dict(options)
+        method = options.pop("method", name)
+        started = time.perf_counter()
+        maps[name] = explain(model, images, method, target=target, device=device,
+                             batch_size=options.pop("batch_size", batch_size), **options)
+        seconds[name] = (time.perf_counter() - started) / max(len(maps[name]), 1)
+    return maps, seconds

@@ -452,11 +452,11 @@ TRAINING_PRESETS["regression"] = {
     # thesis: EfficientNetV2-S, batch 16, AdamW (weight decay 0.008), cosine decay with warm-up, 100 epochs,
     # frozen backbone first, then fine-tuning; 360 px patches
     "default": dict(backbone="efficientnet_lite0", input_scale=1.0, train_samples=(2, 3), dense=256,
-                    feature_dense=64, dropout=0.3, frozen_epochs=10, frozen_lr=3e-3, epochs=16, lr=1e-3,
-                    warmup_epochs=1, weight_decay=0.008, batch_size=16, patience=3),
+                    feature_dense=64, dropout=0.3, frozen_epochs=5, frozen_lr=3e-3, epochs=16, lr=5e-4,
+                    warmup_epochs=1, weight_decay=0.008, batch_size=16, patience=5, augment=True),
     "smoke": dict(backbone="efficientnet_lite0", input_scale=1.0, train_samples=(2, 3), dense=64,
                   feature_dense=16, dropout=0.3, frozen_epochs=3, frozen_lr=3e-3, epochs=2, lr=1e-3,
-                  warmup_epochs=1, weight_decay=0.008, batch_size=8, patience=2),
+                  warmup_epochs=1, weight_decay=0.008, batch_size=8, patience=2, augment=True),
 }
 REGRESSION_TARGETS = ("md", "fa", "cc")
 
@@ -524,7 +524,8 @@ def ensure_regression_model(data_dir, targets=("md", "fa"), smoke: bool = False,
     def train(model):
         sets = [data.ArrayDataset(reg["images"], z, ids) for ids in (train_idx, val_idx)]
         common = dict(batch_size=cfg["batch_size"], patience=cfg["patience"], device=device, seed=seed,
-                      augment=None, optimizer="adamw", weight_decay=cfg["weight_decay"])
+                      # MD, FA and the cell count do not change under 90° rotations and flips of the patch
+                      augment=flips_and_rotations if cfg["augment"] else None, optimizer="adamw", weight_decay=cfg["weight_decay"])
         model.set_backbone_trainable(False)
         frozen = fit(model, *sets, nn.MSELoss(), epochs=cfg["frozen_epochs"], lr=cfg["frozen_lr"],
                      desc=f"{'+'.join(targets)}: head", **common)

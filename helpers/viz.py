@@ -53,3 +53,19 @@ def gallery(images, titles=None, ncols: int = 6, size: float = 2.0, suptitle: st
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def paper_colours(rgb, attribution_on, tumour, non_tumour, alpha: float = 0.55):
+    """Paper 001's overlay: attribution green, tumour mask red, non-tumour mask blue, attribution on tumour
+    yellow; all masks boolean H × W. Returns a float RGB image in [0, 1]."""
+    rgb = np.asarray(rgb, np.float32) / (255.0 if np.asarray(rgb).dtype == np.uint8 else 1.0)
+    colour = np.zeros_like(rgb)
+    layer = np.zeros(rgb.shape[:2], bool)
+    for mask, c in ((non_tumour, (0.1, 0.3, 1.0)), (tumour, (0.9, 0.1, 0.1)), (attribution_on, (0.1, 0.8, 0.1)),
+                    (np.logical_and(attribution_on, tumour), (1.0, 0.9, 0.0))):
+        mask = np.asarray(mask, bool)
+        colour[mask] = c
+        layer |= mask
+    out = rgb.copy()
+    out[layer] = (1 - alpha) * rgb[layer] + alpha * colour[layer]
+    return out

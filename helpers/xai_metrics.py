@@ -150,10 +150,12 @@ def _target_scores(model, batch, target: int):
 
 
 def deletion_insertion(model, images, maps, target, steps: int = 20, device="auto", batch_size: int = 64,
-                       blur_sigma: float = 5.0) -> dict:
+                       blur_sigma: float = 5.0, deletion_baseline: str = "blur") -> dict:
     """Deletion and insertion curves (Petsiuk et al., RISE): pixels are taken in order of decreasing
-    attribution; deletion sets the first fraction f of them to 0 and follows the target's probability, insertion
-    starts from a blurred image and puts them back. ``target`` is one class index or one per image. Returns
+    attribution; deletion replaces the first fraction f of them and follows the target's probability, insertion
+    starts from a blurred image and puts them back. ``deletion_baseline``: "blur" (default: the blurred image, as
+    insertion starts from) or "zero" (RISE's black pixels — on H&E black patches look like an artefact, so the
+    prediction collapses after the first step whatever the order). ``target`` is one class index or one per image. Returns
     ``deletion_auc`` and ``insertion_auc`` per image (area under the curve over f ∈ [0, 1]; lower deletion and
     higher insertion mean a more faithful map) and the curves."""
     from torchvision.transforms.functional import gaussian_blur
@@ -168,6 +170,8 @@ def deletion_insertion(model, images, maps, target, steps: int = 20, device="aut
         raise ValueError(f"maps {maps.shape} do not match the images {tuple(x.shape)}; one N × H × W map per image.")
     if not np.isfinite(maps).all():
         raise ValueError("attribution maps hold NaN or inf values.")
+    if deletion_baseline not in ("blur", "zero"):
+        raise ValueError(f"unknown deletion baseline {deletion_baseline!r}; use 'blur' or 'zero'.")
     targets = np.broadcast_to(np.asarray(target, int), (len(x),))
     dev = select_device(device)
     model = model.to(dev).eval()
@@ -185,7 +189,8 @@ def deletion_insertion(model, images, maps, target, steps: int = 20, device="aut
             taken = rank < torch.as_tensor(counts).view(-1, 1, 1, 1)                # (steps+1) × 1 × H × W
             image = x[i: i + 1]
             blurred = gaussian_blur(image, [k, k], [blur_sigma, blur_sigma])
-            variants = {"deletion": torch.where(taken, torch.zeros_like(image), image),
+            removed = blurred if deletion_baseline == "blur" else torch.zeros_like(image)
+            variants = {"deletion": torch.where(taken, removed, image),
                         "insertion": torch.where(taken, image, blurred)}
             for name, batch in variants.items():
                 scores = torch.cat([_target_scores(model, batch[s: s + batch_size].to(dev), int(targets[i]))

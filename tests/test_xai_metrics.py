@@ -94,10 +94,13 @@ def test_deletion_and_insertion_reward_the_right_map():
     right = np.zeros((2, 16, 16)); right[:, :8, :8] = 1.0
     right += np.random.default_rng(0).random((2, 16, 16)) * 1e-3     # ties broken at random
     wrong = 1.0 - right
-    good = xai_metrics.deletion_insertion(_RedDetector(), x, right, target=1, steps=16, device="cpu")
-    bad = xai_metrics.deletion_insertion(_RedDetector(), x, wrong, target=1, steps=16, device="cpu")
-    assert (good["deletion_auc"] < bad["deletion_auc"]).all()
-    assert (good["insertion_auc"] > bad["insertion_auc"]).all()
+    for baseline in ("blur", "zero"):
+        good = xai_metrics.deletion_insertion(_RedDetector(), x, right, target=1, steps=16, device="cpu",
+                                              deletion_baseline=baseline)
+        bad = xai_metrics.deletion_insertion(_RedDetector(), x, wrong, target=1, steps=16, device="cpu",
+                                             deletion_baseline=baseline)
+        assert (good["deletion_auc"] < bad["deletion_auc"]).all()
+        assert (good["insertion_auc"] > bad["insertion_auc"]).all()
     assert good["deletion_curve"][0, 0] == pytest.approx(1 / (1 + np.exp(-20)))   # f = 0: the original image
     with pytest.raises(ValueError, match="do not match"):
         xai_metrics.deletion_insertion(_RedDetector(), x, right[:, :8], target=1)
