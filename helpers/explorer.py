@@ -70,19 +70,28 @@ def build_explorer(images, maps: dict, table, targets, per_page: int = 12, ncols
     page = w.IntText(value=0, description="page")
     out = w.Output()
 
+    resetting = [False]
+
     def reset_ranges(*_):
-        for slider, kind in ((truth, "true"), (delta, "delta"), (rdelta, "rdelta")):
-            low, high = span(target.value, kind)
-            slider.min, slider.max = min(low, slider.max), max(high, slider.min)
-            slider.min, slider.max, slider.value = low, high, (low, high)
-            slider.step = (high - low) / 100 or 0.01
+        # one redraw after all sliders moved, not one per intermediate min / max / value change
+        resetting[0] = True
+        try:
+            for slider, kind in ((truth, "true"), (delta, "delta"), (rdelta, "rdelta")):
+                low, high = span(target.value, kind)
+                slider.min, slider.max = min(low, slider.max), max(high, slider.min)
+                slider.min, slider.max, slider.value = low, high, (low, high)
+                slider.step = (high - low) / 100 or 0.01
+        finally:
+            resetting[0] = False
 
     def redraw(*_):
+        if resetting[0]:
+            return
         rows = filter_patches(table, target.value, truth.value, delta.value, rdelta.value)
         pos = [table.index.get_loc(r) for r in rows]
         shown = pos[page.value * per_page: (page.value + 1) * per_page]
         with out:
-            out.clear_output(wait=True)
+            out.clear_output()   # wait=True makes nbclient (papermill) hang on the Output widget
             print(f"{len(rows)} patches match; page {page.value} shows {len(shown)}")
             if not shown:
                 return
@@ -99,6 +108,7 @@ def build_explorer(images, maps: dict, table, targets, per_page: int = 12, ncols
                              f"Δ {r[f'{t}_delta']:+.3g} rΔ {r[f'{t}_rdelta']:+.1f} %", fontsize=8)
             fig.tight_layout()
             plt.show()
+            plt.close(fig)
 
     target.observe(lambda change: (reset_ranges(), redraw()), names="value")
     for widget in (method, truth, delta, rdelta, alpha, cmap, page):
