@@ -47,9 +47,11 @@ def filter_patches(table, target: str, truth=None, delta=None, rdelta=None) -> n
     return table.index.to_numpy()[keep]
 
 
-def build_explorer(images, maps: dict, table, targets, per_page: int = 12, ncols: int = 4):
+def build_explorer(images, maps: dict, table, targets, per_page: int = 12, ncols: int = 4, draw_now: bool = False):
     """The widget: ``maps[(method, target)]`` holds N × H × W attribution maps aligned with ``images`` and the rows
-    of ``table``. Returns the ipywidgets box (display it in JupyterLab)."""
+    of ``table``. Returns the ipywidgets box (display it in JupyterLab). The grid is drawn when a control changes
+    or "show" is pressed; ``draw_now`` draws it at once (headless runs under papermill hung on a large figure
+    inside the Output widget, so the default is not to)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
@@ -68,6 +70,7 @@ def build_explorer(images, maps: dict, table, targets, per_page: int = 12, ncols
     alpha = w.FloatSlider(value=0.6, min=0, max=1, step=0.05, description="alpha")
     cmap = w.Dropdown(options=["viridis", "magma", "jet", "Greens"], value="viridis", description="colours")
     page = w.IntText(value=0, description="page")
+    show = w.Button(description="show")
     out = w.Output()
 
     resetting = [False]
@@ -113,7 +116,9 @@ def build_explorer(images, maps: dict, table, targets, per_page: int = 12, ncols
     target.observe(lambda change: (reset_ranges(), redraw()), names="value")
     for widget in (method, truth, delta, rdelta, alpha, cmap, page):
         widget.observe(redraw, names="value")
+    show.on_click(lambda _: redraw())
     reset_ranges()
-    redraw()
-    controls = w.VBox([w.HBox([method, target, cmap]), w.HBox([truth, delta, rdelta]), w.HBox([alpha, page])])
+    if draw_now:
+        redraw()
+    controls = w.VBox([w.HBox([method, target, cmap]), w.HBox([truth, delta, rdelta]), w.HBox([alpha, page, show])])
     return w.VBox([controls, out])

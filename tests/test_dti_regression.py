@@ -133,11 +133,18 @@ def test_explorer_filters():
         explorer.patch_table(y_true[:, :1], y_pred, ("md", "fa"))
 
 
-def test_explorer_widget_builds_without_a_browser():
+def test_explorer_widget_builds_without_a_browser(capsys):
     import matplotlib
 
     matplotlib.use("Agg")
     images = np.zeros((3, 8, 8, 3), np.uint8)
     table = explorer.patch_table(np.ones((3, 1)), np.ones((3, 1)) * 1.1, ("cc",))
-    box = explorer.build_explorer(images, {("saliency", "cc"): np.random.rand(3, 8, 8)}, table, ("cc",))
+    box = explorer.build_explorer(images, {("saliency", "cc"): np.random.rand(3, 8, 8)}, table, ("cc",), draw_now=True)
     assert type(box).__name__ == "VBox"
+    # without a kernel the Output widget passes its prints through to stdout
+    assert "3 patches match" in capsys.readouterr().out                          # drawn at once
+    lazy = explorer.build_explorer(images, {("saliency", "cc"): np.random.rand(3, 8, 8)}, table, ("cc",))
+    assert "patches match" not in capsys.readouterr().out                        # not yet drawn
+    show = lazy.children[0].children[2].children[2]
+    show.click()
+    assert "3 patches match" in capsys.readouterr().out                          # drawn on "show"
