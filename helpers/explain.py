@@ -207,24 +207,24 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start: start + batch_size].to(dev).requires_grad_(True)
-        target = torch.as_tensor(targets[start: start + len(xb)], device=dev)
+        batch_targets = torch.as_tensor(targets[start: start + len(xb)], device=dev)
         if method == "saliency":
-            attr = ca.Saliency(model).attribute(xb, target=target, abs=False)
+            attr = ca.Saliency(model).attribute(xb, target=batch_targets, abs=False)
         elif method == "smoothgrad":
             attr = ca.NoiseTunnel(ca.Saliency(model)).attribute(
                 xb, nt_type="smoothgrad", nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=stdev,
-                target=target, abs=False)
+                target=batch_targets, abs=False)
         elif method == "ig":
-            attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=target,
+            attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=batch_targets,
                                                            n_steps=int(options.get("steps", 32)))
         elif method == "ig_nt":
             attr = ca.NoiseTunnel(ca.IntegratedGradients(model)).attribute(
                 xb, nt_type="smoothgrad", nt_samples=int(options.get("n_samples", 8)), stdevs=stdev,
-                baselines=xb * 0, target=target, n_steps=int(options.get("steps", 16)))
+                baselines=xb * 0, target=batch_targets, n_steps=int(options.get("steps", 16)))
         else:  # occlusion
             w, s = int(options.get("window", 8)), int(options.get("stride", 4))
             attr = ca.Occlusion(model).attribute(xb, sliding_window_shapes=(3, w, w), strides=(3, s, s),
-                                                 baselines=0.0, target=target)
+                                                 baselines=0.0, target=batch_targets)
         out.append(_reduce_channels(attr, reduce))
     return _finite(np.concatenate(out).astype(np.float32), method)
 
