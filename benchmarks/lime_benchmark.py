@@ -35,7 +35,6 @@ def main(n_patches: int, num_samples: int, num_features: int, seed: int):
         with torch.no_grad():
             return torch.softmax(model(xb), 1).double().numpy()
 
-    torch.set_num_threads(torch.get_num_threads())
     started = time.perf_counter()
     reference = []
     for i in range(n_patches):
