@@ -89,3 +89,131 @@ def ct_small_slice():
     from pydicom.data import get_testdata_file
 
     return load_dicom(get_testdata_file("CT_small.dcm"))[0]
+
+
+# ------------------------------------------------------------------------------- cohorts, templates, registration
+# Volumes are handled as (z, y, x) arrays (axial slice = vol[z]); NIfTI stores (x, y, z), so writing and
+# loading transpose, and the affine carries the voxel spacing in millimetres.
+def to_nifti_axes(volume):
+    return np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
+
+
+def write_cohort(folder, volumes, table, spacing=(6.0, 6.0, 6.0), overwrite: bool = False):
+    """Write every subject as ``<subject>.nii.gz`` and the table as ``participants.csv`` (BIDS-like).
+    ``spacing`` is (z, y, x) in mm. An existing cohort folder is never overwritten unless ``overwrite``."""
+    folder = Path(folder)
+    if (folder / "participants.csv").exists() and not overwrite:
+        raise FileExistsError(f"{folder} already holds a cohort; pass overwrite=True or choose another folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    sz, sy, sx = spacing
+    affine = np.diag([sx, sy, sz, 1.0])
+    affine[:3, 3] = [-sx * volumes.shape[3] / 2, -sy * volumes.shape[2] / 2, -sz * volumes.shape[1] / 2]
+    for subject, volume in zip(table["subject"], volumes):
+        save_nifti(folder / f"{subject}.nii.gz", to_nifti_axes(volume.astype(np.float32)), affine, overwrite=True)
+    table.to_csv(folder / "participants.csv", index=False)
+    return folder
+
+
+def load_cohort(folder):
+    """Read a cohort written by :func:`write_cohort` (or your own: one 3-D NIfTI per row of participants.csv,
+    column ``subject``). Returns (volumes N×z×y×x float32, table, spacing (z, y, x))."""
+    import pandas as pd
+
+    folder = Path(folder)
+    table_path = folder / "participants.csv"
+    if not table_path.exists():
+        raise FileNotFoundError(f"{table_path} not found; a cohort folder needs participants.csv with a 'subject' "
+                                "column and one <subject>.nii.gz per row.")
+    table = pd.read_csv(table_path)
+    if "subject" not in table:
+        raise ValueError(f"{table_path} has no 'subject' column.")
+    volumes, spacing = [], None
+    for subject in table["subject"]:
+        data, _, sp = load_nifti(folder / f"{subject}.nii.gz", ndim=3)
+        volumes.append(np.transpose(data, (2, 1, 0)))
+        spacing = spacing or sp[::-1]
+    shapes = {v.shape for v in volumes}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: volumes of different shapes {sorted(shapes)}; resample them to one grid first.")
+    return np.stack(volumes), table, tuple(spacing)
+
+
+class _Quiet:
+    """Silence C-level stdout (ANTs prints 'wrote file to …' while building a template)."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        self._null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self._null, 1)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        os.close(self._null)
+        return False
+
+
+def _ants_image(volume, spacing):
+    import ants
+
+    return ants.from_numpy(np.asarray(volume, np.float32), spacing=tuple(float(s) for s in spacing))
+
+
+def build_template(volumes, spacing, sample_fraction: float = 0.1, iterations: int = 2,
+                   type_of_transform: str = "SyN", seed: int = 0, min_subjects: int = 4):
+    """A study-specific template (antspyx ``build_template``: average, register everyone to it, update, repeat)
+    from a random ``sample_fraction`` of the subjects (at least ``min_subjects``). Returns (template, indices)."""
+    import ants
+
+    volumes = np.asarray(volumes)
+    if volumes.ndim != 4:
+        raise ValueError(f"volumes of shape {volumes.shape}: expected N×z×y×x.")
+    n = len(volumes)
+    size = min(n, max(min_subjects, int(round(sample_fraction * n))))
+    idx = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    images = [_ants_image(volumes[i], spacing) for i in idx]
+    with _Quiet():
+        template = ants.build_template(image_list=images, iterations=iterations, type_of_transform=type_of_transform)
+    return template.numpy().astype(np.float32), idx
+
+
+def register_to_template(volumes, template, spacing, type_of_transform: str = "SyN", extra=None,
+                         progress: bool = True):
+    """Register every volume to the template (antspyx ``registration``, SyN by default) and resample it there.
+    ``extra``: optional N×z×y×x arrays carried along with the same transforms (e.g. lung masks; nearest
+    neighbour). Returns (warped volumes, warped extra or None)."""
+    import ants
+    from tqdm.auto import tqdm
+
+    volumes, template = np.asarray(volumes), np.asarray(template)
+    if volumes.ndim != 4 or volumes.shape[1:] != template.shape:
+        raise ValueError(f"the template is {template.shape} but the volumes are {volumes.shape[1:]}: build the "
+                         "template from these volumes or resample them onto the template's grid first.")
+    fixed = _ants_image(template, spacing)
+    warped = np.empty_like(volumes, dtype=np.float32)
+    warped_extra = None if extra is None else np.empty(np.shape(extra), np.float32)
+    for i in tqdm(range(len(volumes)), desc=f"{type_of_transform} registration", disable=not progress,
+                  leave=False):
+        moving = _ants_image(volumes[i], spacing)
+        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform)
+        warped[i] = reg["warpedmovout"].numpy()
+        if extra is not None:
+            warped_extra[i] = ants.apply_transforms(fixed=fixed, moving=_ants_image(extra[i], spacing),
+                                                    transformlist=reg["fwdtransforms"],
+                                                    interpolator="nearestNeighbor").numpy()
+    return warped, warped_extra
+
+
+def alignment_correlation(volumes, template, mask=None) -> np.ndarray:
+    """Pearson correlation of each volume with the template (inside ``mask`` if given)."""
+    volumes, template = np.asarray(volumes, np.float64), np.asarray(template, np.float64)
+    sel = np.ones(template.shape, bool) if mask is None else np.asarray(mask, bool)
+    t = template[sel]
+    return np.array([np.corrcoef(v[sel], t)[0, 1] for v in volumes])

@@ -1,0 +1,191 @@
+"""Cluster activation mapping (CLAM), paper 004 §3 (Ryan et al.), for 2-D and 3-D deep-clustering models.
+
+For an image x and its cluster k, with A_h the channels of the last encoder convolution:
+  A'_h  = channel h upsampled to the input size and min-max normalised to [0, 1]   (a smooth mask)
+  α_h   = q_k(x ∘ A'_h)          the cluster-k probability of the masked image     (eq. 8, no baseline)
+  M_k   = minmax(ReLU(Σ_h α_h A_h)), shown at the input resolution                  (eq. 9)
+Score-CAM differs only in its weights: softmax over channels of the (baseline-free) scores; the tests check
+that swapping the weights reproduces pytorch-grad-cam's ``ScoreCAM`` on the same model and input.
+
+Every (image, channel) masked copy goes through the model in large batches (:func:`channel_scores`);
+:func:`channel_scores_loop` is the one-channel-at-a-time reference the benchmark compares against.
+Group maps: :func:`cluster_average` (eq. 10, as a mean so maps stay on [0, 1]) and :func:`population_average`
+(eq. 11); :func:`activated_area` counts the pixels (voxels) at or above a threshold.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .env import select_device
+
+DEFAULT_LAYER = "autoencoder.encoder.act3"   # last encoder convolution after its activation (ClusterModel)
+
+
+def find_layer(model, name: str):
+    """The sub-module called ``name``; a clear error listing the convolution/activation layers otherwise."""
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        candidates = [n for n, m in modules.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d,
+                                                                       torch.nn.LeakyReLU, torch.nn.ReLU))]
+        raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; convolution and activation "
+                         f"layers: {', '.join(candidates) or 'none'}.")
+    return modules[name]
+
+
+def _device(device):
+    return select_device(device) if isinstance(device, str) else device
+
+
+def _check(images, model):
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if x.ndim not in (4, 5):
+        raise ValueError(f"images of shape {tuple(x.shape)}: expected N×C×H×W or N×C×D×H×W.")
+    if not torch.isfinite(x).all():
+        raise ValueError("images contain NaN or inf; clean them before computing CLAMs.")
+    expected = getattr(getattr(model, "autoencoder", None), "input_shape", None)
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(f"images are {tuple(x.shape[1:])} but the model was built for {tuple(expected)}.")
+    return x
+
+
+@torch.no_grad()
+def layer_activations(model, images, layer: str = DEFAULT_LAYER, batch_size: int = 128, device="auto"):
+    """Activations of ``layer`` for the images: N×H×(spatial) float tensor (CPU)."""
+    dev = _device(device)
+    module = find_layer(model, layer)
+    x = _check(images, model)
+    grabbed = []
+    handle = module.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().cpu()))
+    try:
+        model.to(dev).eval()
+        for start in range(0, len(x), batch_size):
+            model(x[start:start + batch_size].to(dev))
+    finally:
+        handle.remove()
+    return torch.cat(grabbed)
+
+
+def _interp_mode(ndim):
+    return "bilinear" if ndim == 2 else "trilinear"
+
+
+def channel_masks(acts, size):
+    """A'_h: each channel upsampled to ``size`` (align_corners=True, as Score-CAM) and min-max normalised;
+    acts N×H×(spatial) → N×H×(size)."""
+    up = F.interpolate(acts, size=tuple(size), mode=_interp_mode(len(size)), align_corners=True)
+    flat = up.flatten(2)
+    lo, hi = flat.min(-1).values, flat.max(-1).values
+    shape = lo.shape + (1,) * len(size)
+    return (up - lo.view(shape)) / (hi - lo + 1e-8).view(shape)
+
+
+def _targets(model, x, clusters, batch_size, dev):
+    if clusters is None:
+        q = torch.cat([model(x[s:s + batch_size].to(dev)).cpu() for s in range(0, len(x), batch_size)])
+        return q.argmax(1)
+    clusters = torch.as_tensor(np.broadcast_to(np.asarray(clusters), (len(x),)).copy(), dtype=torch.long)
+    k = getattr(model, "k", None)
+    if k is not None and (clusters.min() < 0 or clusters.max() >= k):
+        raise ValueError(f"cluster indices must lie in 0…{k - 1}; got {clusters.min().item()}…"
+                         f"{clusters.max().item()}.")
+    return clusters
+
+
+@torch.no_grad()
+def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 256,
+                   device="auto", acts=None):
+    """α (N×H): the cluster probability of every image masked by every one of its channels (eq. 8), the
+    masked copies pushed through the model ``batch_size`` at a time across images and channels.
+    ``clusters``: one index per image (or one for all); default the image's own cluster (argmax q)."""
+    dev = _device(device)
+    x = _check(images, model)
+    model.to(dev).eval()
+    acts = layer_activations(model, x, layer, device=dev) if acts is None else acts
+    clusters = _targets(model, x, clusters, batch_size, dev)
+    n, n_channels = acts.shape[:2]
+    scores = torch.empty(n * n_channels)
+    pairs = n * n_channels
+    masks = None
+    for start in range(0, pairs, batch_size):
+        idx = torch.arange(start, min(start + batch_size, pairs))
+        img, ch = idx // n_channels, idx % n_channels
+        # masks of the images this batch touches, computed once per image block
+        needed = torch.unique(img)
+        masks = channel_masks(acts[needed], x.shape[2:])
+        local = torch.searchsorted(needed, img)
+        masked = x[img] * masks[local, ch].unsqueeze(1)
+        q = model(masked.to(dev)).cpu()
+        scores[idx] = q[torch.arange(len(idx)), clusters[img]]
+    return scores.view(n, n_channels)
+
+
+@torch.no_grad()
+def channel_scores_loop(model, images, clusters=None, layer: str = DEFAULT_LAYER, device="auto"):
+    """The same α, one forward pass per (image, channel): the slow reference for tests and benchmarks."""
+    dev = _device(device)
+    x = _check(images, model)
+    model.to(dev).eval()
+    acts = layer_activations(model, x, layer, device=dev)
+    clusters = _targets(model, x, clusters, 64, dev)
+    out = torch.empty(acts.shape[:2])
+    for i in range(len(x)):
+        masks = channel_masks(acts[i:i + 1], x.shape[2:])[0]
+        for h in range(acts.shape[1]):
+            out[i, h] = model((x[i] * masks[h]).unsqueeze(0).to(dev))[0, clusters[i]].cpu()
+    return out
+
+
+def _minmax(maps):
+    """Per map: subtract the minimum, divide by the maximum (+1e-7, as pytorch-grad-cam)."""
+    view = (-1,) + (1,) * (maps.ndim - 1)
+    maps = maps - maps.flatten(1).min(1).values.view(view)
+    return maps / (maps.flatten(1).max(1).values.view(view) + 1e-7)
+
+
+def combine(acts, weights, size):
+    """minmax(ReLU(Σ_h w_h A_h)) per image at the layer's resolution, upsampled to ``size`` and min-max
+    normalised again there (so the most influential pixel is 1 at the input resolution, as Score-CAM does)."""
+    cam = _minmax(torch.relu((weights[(...,) + (None,) * (acts.ndim - 2)] * acts).sum(1)))
+    up = F.interpolate(cam.unsqueeze(1), size=tuple(size), mode=_interp_mode(len(size)), align_corners=False)
+    return _minmax(up[:, 0])
+
+
+def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 256, device="auto",
+         return_scores: bool = False):
+    """CLAMs (N×spatial, values in [0, 1]) of the images for their clusters (default: their own)."""
+    x = _check(images, model)
+    dev = _device(device)
+    model.to(dev).eval()
+    acts = layer_activations(model, x, layer, device=dev)
+    alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts)
+    maps = combine(acts, alpha, x.shape[2:]).numpy()
+    return (maps, alpha.numpy()) if return_scores else maps
+
+
+def cluster_average(maps, labels, k: int | None = None):
+    """Mean map per cluster (eq. 10 as a mean): K×spatial; NaN for a cluster without images."""
+    maps, labels = np.asarray(maps), np.asarray(labels)
+    if len(maps) != len(labels):
+        raise ValueError(f"{len(maps)} maps but {len(labels)} labels.")
+    k = int(labels.max()) + 1 if k is None else int(k)
+    out = np.full((k,) + maps.shape[1:], np.nan, np.float32)
+    for c in range(k):
+        if (labels == c).any():
+            out[c] = maps[labels == c].mean(0)
+    return out
+
+
+def population_average(maps, labels, k: int | None = None):
+    """Eq. 11: the average over clusters of the cluster-averaged maps (each cluster counts once)."""
+    return np.nanmean(cluster_average(maps, labels, k), axis=0)
+
+
+def activated_area(maps, threshold: float = 0.5, mask=None) -> np.ndarray:
+    """Pixels (voxels) per map at or above ``threshold``, optionally only inside ``mask``."""
+    maps = np.asarray(maps)
+    on = maps >= threshold
+    if mask is not None:
+        on = on & np.asarray(mask, bool)
+    return on.reshape(len(maps), -1).sum(1)

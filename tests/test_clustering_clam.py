@@ -1,0 +1,180 @@
+"""Deep clustering (helpers.clustering) and CLAM (helpers.clam), checked against scikit-learn, scipy and
+pytorch-grad-cam on the same inputs, plus the bad inputs they must refuse."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import clam, clustering, synth
+
+
+def small_cluster_model(k=3, input_shape=(1, 16, 16), seed=0):
+    ae = clustering.ConvAutoencoder(input_shape, channels=(4, 6, 8), latent_dim=5, seed=seed)
+    centres = np.random.default_rng(seed).normal(size=(k, 5))
+    return clustering.ClusterModel(ae, centres).eval()
+
+
+def test_autoencoder_shapes_2d_and_3d():
+    ae2 = clustering.ConvAutoencoder((1, 64, 64))
+    x = torch.zeros(2, 1, 64, 64)
+    recon, z = ae2(x)
+    assert recon.shape == x.shape and z.shape == (2, 60)
+    assert dict(ae2.named_modules())["encoder.conv2.1"].stride == (1, 1)     # the paper's conv(64, stride 1)
+    assert ae2.encoder[:4](x).shape == (2, 64, 32, 32)
+    ae3 = clustering.ConvAutoencoder((1, 16, 16, 16), channels=(4, 8, 16), latent_dim=7)
+    recon3, z3 = ae3(torch.zeros(1, 1, 16, 16, 16))
+    assert recon3.shape == (1, 1, 16, 16, 16) and z3.shape == (1, 7) and ae3.feature_shape == (16, 2, 2, 2)
+    with pytest.raises(clustering.ClusteringError, match="not divisible"):
+        clustering.ConvAutoencoder((1, 30, 30))
+
+
+def test_same_seed_same_weights():
+    a, b = (clustering.ConvAutoencoder((1, 16, 16), channels=(4, 6, 8), seed=3) for _ in range(2))
+    torch.manual_seed(123)      # global state must not matter
+    c = clustering.ConvAutoencoder((1, 16, 16), channels=(4, 6, 8), seed=3)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb) and torch.equal(pa, pc)
+
+
+def test_soft_assignment_and_target_distribution_match_the_equations():
+    rng = np.random.default_rng(0)
+    z, mu = rng.normal(size=(7, 3)), rng.normal(size=(4, 3))
+    q = clustering.soft_assignment(torch.tensor(z), torch.tensor(mu)).numpy()
+    d2 = ((z[:, None] - mu[None]) ** 2).sum(-1)
+    ref = 1 / (1 + d2)
+    np.testing.assert_allclose(q, ref / ref.sum(1, keepdims=True), rtol=1e-6)
+    p = clustering.target_distribution(torch.tensor(q)).numpy()
+    w = q ** 2 / q.sum(0)
+    np.testing.assert_allclose(p, w / w.sum(1, keepdims=True), rtol=1e-6)
+    assert p.max(1).mean() > q.max(1).mean()          # P sharpens Q
+
+
+def test_cluster_accuracy_equals_bruteforce_over_permutations():
+    from itertools import permutations
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 60)
+    pred = np.where(rng.random(60) < 0.7, (y + 2) % 4, rng.integers(0, 4, 60))
+    best = max(np.mean(np.array(perm)[pred] == y) for perm in permutations(range(4)))
+    assert clustering.cluster_accuracy(y, pred) == pytest.approx(best)
+    assert clustering.cluster_accuracy(y, (y + 1) % 4) == 1.0
+    # more clusters than classes: unmatched clusters count as errors
+    assert clustering.cluster_accuracy([0, 0, 1, 1], [0, 1, 2, 3]) == 0.5
+
+
+def test_choose_k_equals_sklearn_silhouette():
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+
+    x, _ = make_blobs(n_samples=150, centers=4, cluster_std=0.5, random_state=0)
+    best, scores = clustering.choose_k(x, range(2, 7))
+    assert best == 4
+    ref = silhouette_score(x, KMeans(3, n_init=20, random_state=0).fit(x).labels_)
+    assert scores[3] == pytest.approx(ref)
+
+
+def test_standardise_latent_keeps_reconstruction():
+    ae = clustering.ConvAutoencoder((1, 16, 16), channels=(4, 6, 8), latent_dim=5, seed=0)
+    x = torch.rand(10, 1, 16, 16)
+    with torch.no_grad():
+        before = ae(x)[0]
+    z = clustering.embed(ae, x.numpy(), device="cpu")
+    clustering.standardise_latent(ae, z)
+    with torch.no_grad():
+        after, z2 = ae(x)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+    assert abs(float(z2.mean())) < 1e-4 and float(z2.std(0, unbiased=False).mean()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_dec_keeps_well_separated_clusters_and_refuses_bad_k():
+    sim = synth.simulate_ct_scenario("location", 3, n=30, seed=0)
+    x = sim.unit
+    ae = clustering.ConvAutoencoder(x.shape[1:], channels=(4, 8, 8), latent_dim=8, seed=0)
+    clustering.pretrain(ae, x, epochs=25, batch_size=8, device="cpu")
+    result = clustering.fit_dec(ae, x, 3, epochs=3, batch_size=8, device="cpu")
+    assert clustering.cluster_accuracy(sim.labels, result.labels) >= clustering.cluster_accuracy(
+        sim.labels, result.initial_labels) - 0.05
+    assert result.q.shape == (30, 3) and np.allclose(result.q.sum(1), 1, atol=1e-5)
+    with pytest.raises(clustering.ClusteringError, match="at least 2"):
+        clustering.fit_dec(ae, x, 1, epochs=1, device="cpu")
+    with pytest.raises(clustering.ClusteringError, match="larger than the number of images"):
+        clustering.fit_dec(ae, x[:4], 5, epochs=1, device="cpu")
+    with pytest.raises(clustering.ClusteringError, match="built for"):
+        clustering.fit_dec(ae, np.zeros((4, 1, 32, 32), np.float32), 2, epochs=1, device="cpu")
+    with pytest.raises(clustering.ClusteringError, match="NaN"):
+        clustering.pretrain(ae, np.full((4, 1, 64, 64), np.nan, np.float32), epochs=1, device="cpu")
+
+
+def test_batched_channel_scores_equal_the_per_channel_loop():
+    model = small_cluster_model()
+    x = torch.rand(3, 1, 16, 16).numpy()
+    batched = clam.channel_scores(model, x, batch_size=5, device="cpu")     # batches straddle images
+    loop = clam.channel_scores_loop(model, x, device="cpu")
+    torch.testing.assert_close(batched, loop, atol=1e-6, rtol=1e-5)
+
+
+def test_clam_with_softmax_weights_equals_pytorch_grad_cam_scorecam():
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = small_cluster_model(k=3)
+    x = torch.rand(2, 1, 16, 16)
+    clusters = [0, 2]
+    layer = clam.find_layer(model, clam.DEFAULT_LAYER)
+    with ScoreCAM(model=model, target_layers=[layer]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in clusters])
+    acts = clam.layer_activations(model, x.numpy(), device="cpu")
+    alpha = clam.channel_scores(model, x.numpy(), clusters, device="cpu")
+    ours = clam.combine(acts, torch.softmax(alpha, dim=1), (16, 16)).numpy()
+    np.testing.assert_allclose(ours, ref, atol=2e-4)
+    # CLAM itself weights by the raw probabilities (eq. 9), which is a different map
+    maps = clam.clam(model, x.numpy(), clusters, device="cpu")
+    assert maps.shape == (2, 16, 16) and maps.min() >= 0 and maps.max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_clam_3d_and_group_maps():
+    model = small_cluster_model(k=2, input_shape=(1, 8, 8, 8))
+    x = np.random.default_rng(0).random((3, 1, 8, 8, 8), dtype=np.float32)
+    maps = clam.clam(model, x, device="cpu")
+    assert maps.shape == (3, 8, 8, 8) and np.isfinite(maps).all()
+    labels = np.array([0, 1, 1])
+    avg = clam.cluster_average(maps, labels, 3)
+    np.testing.assert_allclose(avg[1], maps[1:].mean(0), rtol=1e-6)
+    assert np.isnan(avg[2]).all()
+    np.testing.assert_allclose(clam.population_average(maps, labels, 2), (maps[0] + maps[1:].mean(0)) / 2,
+                               rtol=1e-6)
+    assert clam.activated_area(np.array([[[0.2, 0.6], [0.5, 1.0]]]), 0.5).tolist() == [3]
+
+
+def test_clam_bad_inputs():
+    model = small_cluster_model(k=3)
+    x = np.random.default_rng(0).random((2, 1, 16, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="does not exist.*encoder.conv3"):
+        clam.clam(model, x, layer="encoder.conv9", device="cpu")
+    with pytest.raises(ValueError, match="cluster indices"):
+        clam.clam(model, x, clusters=[0, 3], device="cpu")
+    with pytest.raises(ValueError, match="built for"):
+        clam.clam(model, np.zeros((2, 1, 8, 8), np.float32), device="cpu")
+    with pytest.raises(ValueError, match="NaN"):
+        clam.clam(model, np.full((2, 1, 16, 16), np.nan, np.float32), device="cpu")
+
+
+def test_ct_simulation_varies_one_factor_at_a_time():
+    lung = synth.real_lung_hu()
+    assert -1000 < np.median(lung) < -500
+    for scenario, factor in (("intensity", "intensity"), ("location", "site"), ("size", "radius")):
+        sim = synth.simulate_ct_scenario(scenario, 4, n=40, lung_hu=lung)
+        assert sim.images.shape == (40, 64, 64) and np.bincount(sim.labels).tolist() == [10] * 4
+        varied = getattr(sim, factor)
+        assert len(np.unique(varied)) == 4
+        assert all(len(np.unique(varied[sim.labels == c])) == 1 for c in range(4))
+        for other in {"intensity", "site", "radius"} - {factor}:
+            assert len(np.unique(getattr(sim, other))) == 1
+        assert (sim.images[:, 0, 0] == synth.CT_BACKGROUND_HU).all()          # null padding
+    inten = synth.simulate_ct_scenario("intensity", 5, n=50, lung_hu=lung)
+    assert sorted(np.unique(inten.intensity)) == [0, 100, 200, 300, 400]     # the paper's five levels
+    assert not inten.lesions[inten.intensity == 0].any()
+    with pytest.raises(ValueError, match="unknown scenario"):
+        synth.simulate_ct_scenario("texture", 3)
+    with pytest.raises(ValueError, match="2 to 5"):
+        synth.simulate_ct_scenario("size", 7)
