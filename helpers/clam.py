@@ -189,3 +189,13 @@ def activated_area(maps, threshold: float = 0.5, mask=None) -> np.ndarray:
     if mask is not None:
         on = on & np.asarray(mask, bool)
     return on.reshape(len(maps), -1).sum(1)
+
+
+def peak_inside(maps, masks) -> np.ndarray:
+    """For each map, whether its maximum lies inside the matching mask (e.g. a cluster's true abnormality)."""
+    maps, masks = np.asarray(maps), np.asarray(masks, bool)
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape.")
+    flat = maps.reshape(len(maps), -1)
+    peaks = np.nanargmax(flat, axis=1)
+    return masks.reshape(len(masks), -1)[np.arange(len(maps)), peaks]

@@ -160,6 +160,26 @@ class _Quiet:
         return False
 
 
+class _AntsSeed:
+    """Seed ANTs' random metric sampling for the duration of a call. Multi-threaded registration is still not
+    bit-reproducible (measured: repeated SyN runs differ); ``ants.set_ants_deterministic`` forces one thread."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __enter__(self):
+        import ants
+
+        self._saved = ants.config._random_seed
+        ants.config._random_seed = None if self.seed is None else int(self.seed)
+
+    def __exit__(self, *exc):
+        import ants
+
+        ants.config._random_seed = self._saved
+        return False
+
+
 def _ants_image(volume, spacing):
     import ants
 
@@ -179,16 +199,19 @@ def build_template(volumes, spacing, sample_fraction: float = 0.1, iterations: i
     size = min(n, max(min_subjects, int(round(sample_fraction * n))))
     idx = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     images = [_ants_image(volumes[i], spacing) for i in idx]
-    with _Quiet():
+    with _Quiet(), _AntsSeed(seed):
         template = ants.build_template(image_list=images, iterations=iterations, type_of_transform=type_of_transform)
     return template.numpy().astype(np.float32), idx
 
 
-def register_to_template(volumes, template, spacing, type_of_transform: str = "SyN", extra=None,
-                         progress: bool = True):
+def register_to_template(volumes, template, spacing, type_of_transform: str = "SyN", extra=None, drive=None,
+                         progress: bool = True, seed: int | None = 0):
     """Register every volume to the template (antspyx ``registration``, SyN by default) and resample it there.
-    ``extra``: optional N×z×y×x arrays carried along with the same transforms (e.g. lung masks; nearest
-    neighbour). Returns (warped volumes, warped extra or None)."""
+
+    ``drive``: optional N×z×y×x images that drive the registration instead of the volumes (e.g. lung masks,
+    with a template built from them): disease changes lung density, and an intensity-driven registration
+    then pulls dense diseased lung onto soft tissue. ``extra``: arrays carried along with the same
+    transforms (nearest neighbour, e.g. lung masks). Returns (warped volumes, warped extra or None)."""
     import ants
     from tqdm.auto import tqdm
 
@@ -196,14 +219,19 @@ def register_to_template(volumes, template, spacing, type_of_transform: str = "S
     if volumes.ndim != 4 or volumes.shape[1:] != template.shape:
         raise ValueError(f"the template is {template.shape} but the volumes are {volumes.shape[1:]}: build the "
                          "template from these volumes or resample them onto the template's grid first.")
+    if drive is not None and np.shape(drive) != volumes.shape:
+        raise ValueError(f"drive images {np.shape(drive)} do not match the volumes {volumes.shape}.")
     fixed = _ants_image(template, spacing)
     warped = np.empty_like(volumes, dtype=np.float32)
     warped_extra = None if extra is None else np.empty(np.shape(extra), np.float32)
     for i in tqdm(range(len(volumes)), desc=f"{type_of_transform} registration", disable=not progress,
                   leave=False):
-        moving = _ants_image(volumes[i], spacing)
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform)
-        warped[i] = reg["warpedmovout"].numpy()
+        moving = _ants_image(volumes[i] if drive is None else drive[i], spacing)
+        with _AntsSeed(seed):
+            reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform)
+        warped[i] = ants.apply_transforms(fixed=fixed, moving=_ants_image(volumes[i], spacing),
+                                          transformlist=reg["fwdtransforms"], interpolator="linear",
+                                          defaultvalue=float(volumes[i].min())).numpy()
         if extra is not None:
             warped_extra[i] = ants.apply_transforms(fixed=fixed, moving=_ants_image(extra[i], spacing),
                                                     transformlist=reg["fwdtransforms"],

@@ -823,13 +823,15 @@ def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lun
             g = np.ogrid[sl]
             ball = sum((gi - c) ** 2 for gi, c in zip(g, centre)) <= radius ** 2
             disease[sl] = np.maximum(disease[sl], ball * rng.uniform(300, 650))
-        disease += (lung * (zz < 0.45) * 180.0 * burden).astype(np.float32)   # ground glass, upper lung
+        disease += (lung * (zz < 0.45) * (150.0 + 200.0 * burden)).astype(np.float32)   # ground glass / fibrosis, upper lung
         node_scale = 0.3
     else:
         node_scale = 1.0
     # enlarged hilar nodes (both patterns; the hilar pattern has more)
     nodes = hilum & (rng.random(shape) < 0.6 + 0.4 * burden)
-    nodes = ndimage.binary_dilation(nodes, iterations=int(round(node_scale * (1 + 2 * burden))))
+    grow = int(round(node_scale * (1 + 2 * burden)))
+    if grow > 0:   # scipy dilates until nothing changes when iterations < 1
+        nodes = ndimage.binary_dilation(nodes, iterations=grow)
     disease[nodes & lung] = np.maximum(disease[nodes & lung], 500.0 + 300.0 * burden * node_scale)
     vol[lung] += disease[lung]
     return vol, {"body": body, "lung": lung, "hilum": hilum, "disease": (disease > 100) & lung}

@@ -53,3 +53,69 @@ def test_dicom_slice_and_series(tmp_path):
     assert [vol[k, 0, 0] for k in range(3)] == [1 * slope + inter, 2 * slope + inter, 0 * slope + inter]
     with pytest.raises(FileNotFoundError, match="no DICOM"):
         ct.load_dicom_series(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------ cohorts, templates, registration (paper 004)
+def small_cohort(n=6, shape=(16, 16, 16)):
+    from helpers import synth
+
+    return synth.simulate_cohort(n, shape, seed=0, progress=False)
+
+
+def test_cohort_roundtrip_and_refusals(tmp_path):
+    vols, lungs, table = small_cohort()
+    folder = ct.write_cohort(tmp_path / "cohort", vols, table, (6.0, 5.0, 4.0))
+    back, table_back, spacing = ct.load_cohort(folder)
+    np.testing.assert_allclose(back, vols)
+    assert spacing == (6.0, 5.0, 4.0) and list(table_back["subject"]) == list(table["subject"])
+    _, affine, nifti_spacing = ct.load_nifti(folder / "sub-001.nii.gz", ndim=3)
+    assert nifti_spacing == (4.0, 5.0, 6.0)                      # NIfTI stores x, y, z
+    with pytest.raises(FileExistsError, match="already holds a cohort"):
+        ct.write_cohort(folder, vols, table)
+    # a 4-D file and a file with NaN in the cohort are named
+    ct.save_nifti(folder / "sub-002.nii.gz", np.zeros((16, 16, 16, 2), np.float32), overwrite=True)
+    with pytest.raises(ValueError, match="sub-002.*expected a 3-D volume"):
+        ct.load_cohort(folder)
+    bad = vols[1].copy()
+    bad[3, 3, 3] = np.nan
+    ct.save_nifti(folder / "sub-002.nii.gz", ct.to_nifti_axes(bad), overwrite=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        ct.load_cohort(folder)
+    with pytest.raises(FileNotFoundError, match="participants.csv"):
+        ct.load_cohort(tmp_path / "nowhere")
+
+
+def test_template_registration_improves_alignment_and_refuses_other_shapes():
+    from scipy import ndimage
+
+    vols, lungs, _ = small_cohort(n=5, shape=(24, 24, 24))
+    drive = np.stack([ndimage.gaussian_filter(m.astype(np.float32), 1.0) for m in lungs])
+    template, idx = ct.build_template(drive, (6.0,) * 3, sample_fraction=0.5, iterations=1, min_subjects=2)
+    assert template.shape == vols.shape[1:] and len(idx) == 2
+    warped, warped_lungs = ct.register_to_template(vols, template, (6.0,) * 3, extra=drive, drive=drive,
+                                                   progress=False)
+    before = ct.alignment_correlation(drive, template).mean()
+    after = ct.alignment_correlation(warped_lungs, template).mean()
+    assert after > before + 0.02
+    with pytest.raises(ValueError, match="template is .* but the volumes are"):
+        ct.register_to_template(vols, np.zeros((8, 8, 8), np.float32), (6.0,) * 3, progress=False)
+
+
+def test_outcome_association_equals_two_sample_t_test():
+    import pandas as pd
+    from scipy import stats
+
+    from helpers import cohort
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    table = pd.DataFrame({"y": rng.normal(0, 1, 60) + 0.8 * labels, "noise": rng.normal(0, 1, 60)})
+    result = cohort.outcome_associations(table, labels, ["y", "noise"], covariates=())
+    assert result.loc["y", "p"] == pytest.approx(stats.ttest_ind(table.y[labels == 0], table.y[labels == 1]).pvalue)
+    assert result.loc["y", "p"] < 0.01 and result.loc["noise", "p"] > 0.05
+    demo = cohort.demographics_by_cluster(table.assign(age=table.y, bmi=table.y, height_in=table.y, male=labels,
+                                                       white=1, scanner="a"), labels)
+    assert demo.loc["age mean (sd)", "p"] == pytest.approx(stats.f_oneway(table.y[labels == 0],
+                                                                         table.y[labels == 1]).pvalue)
+    with pytest.raises(ValueError, match="one cluster"):
+        cohort.outcome_associations(table, np.zeros(60, int), ["y"])

@@ -1,0 +1,74 @@
+"""Cohort statistics of paper 004 §5: demographics by cluster (its Table 2) and associations of the clusters
+with clinical outcomes adjusted for demographics (its Fig. 10), with scipy and statsmodels."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(table, labels):
+    labels = np.asarray(labels)
+    if len(labels) != len(table):
+        raise ValueError(f"{len(labels)} cluster labels for {len(table)} subjects; give one label per row.")
+    if len(np.unique(labels)) < 2:
+        raise ValueError("all subjects are in one cluster; associations need at least two clusters.")
+    return labels
+
+
+def demographics_by_cluster(table, labels, continuous=("age", "bmi", "height_in"),
+                            binary=("male", "white"), categorical=("scanner",)):
+    """Table 2 analogue: per cluster mean (sd) of continuous columns and n (%) of binary ones, with p-values
+    (one-way ANOVA; chi-square of the contingency table)."""
+    import pandas as pd
+    from scipy import stats
+
+    labels = _check(table, labels)
+    clusters = np.unique(labels)
+    rows = [{"variable": "n", "overall": str(len(table)),
+             **{f"cluster {c + 1}": str(int((labels == c).sum())) for c in clusters}, "p": np.nan}]
+    for col in continuous:
+        values = table[col].to_numpy(float)
+        groups = [values[labels == c] for c in clusters]
+        rows.append({"variable": f"{col} mean (sd)", "overall": f"{values.mean():.2f} ({values.std(ddof=1):.2f})",
+                     **{f"cluster {c + 1}": f"{g.mean():.2f} ({g.std(ddof=1):.2f})" for c, g in zip(clusters, groups)},
+                     "p": float(stats.f_oneway(*groups).pvalue)})
+    for col in tuple(binary) + tuple(categorical):
+        cont = pd.crosstab(table[col], labels)
+        p = float(stats.chi2_contingency(cont.to_numpy())[1]) if cont.shape[0] > 1 else np.nan
+        if col in binary:
+            values = table[col].to_numpy(int)
+            rows.append({"variable": f"{col} n (%)", "overall": f"{values.sum()} ({100 * values.mean():.1f})",
+                         **{f"cluster {c + 1}": f"{values[labels == c].sum()} ({100 * values[labels == c].mean():.1f})"
+                            for c in clusters}, "p": p})
+        else:
+            rows.append({"variable": f"{col} (χ²)", "overall": f"{cont.shape[0]} levels",
+                         **{f"cluster {c + 1}": "" for c in clusters}, "p": p})
+    return pd.DataFrame(rows).set_index("variable")
+
+
+def outcome_associations(table, labels, outcomes, covariates=("age", "male", "height_in", "bmi")):
+    """For each outcome: OLS outcome ~ cluster + covariates (statsmodels). Returns a DataFrame with the cluster
+    effect(s) (largest cluster as reference), its 95 % CI, the p-value of the cluster term (F-test over its
+    levels), and the R² with and without the cluster term."""
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    labels = _check(table, labels)
+    data = table.copy()
+    reference = int(np.bincount(labels).argmax())
+    data["cluster"] = pd.Categorical(labels)
+    base_terms = " + ".join(covariates) if covariates else "1"
+    rows = []
+    for outcome in outcomes:
+        if outcome not in data:
+            raise ValueError(f"outcome {outcome!r} is not a column of the table.")
+        full = smf.ols(f"{outcome} ~ C(cluster, Treatment({reference})) + {base_terms}", data).fit()
+        base = smf.ols(f"{outcome} ~ {base_terms}", data).fit()
+        terms = [t for t in full.params.index if t.startswith("C(cluster")]
+        p = float(full.f_test(" = ".join(terms) + " = 0" if len(terms) == 1 else ", ".join(f"{t} = 0" for t in terms)
+                              ).pvalue)
+        effect = terms[0]
+        ci = full.conf_int().loc[effect]
+        rows.append({"outcome": outcome, "effect": float(full.params[effect]), "ci_low": float(ci[0]),
+                     "ci_high": float(ci[1]), "p": p, "r2_demographics": float(base.rsquared),
+                     "r2_with_cluster": float(full.rsquared), "contrast": effect})
+    return pd.DataFrame(rows).set_index("outcome")
