@@ -94,30 +94,30 @@ def _targets(model, x, clusters, batch_size, dev):
 
 
 @torch.no_grad()
-def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 256,
-                   device="auto", acts=None):
+def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 64,
+                   device="auto", acts=None, bfloat16: bool = False):
     """α (N×H): the cluster probability of every image masked by every one of its channels (eq. 8), the
     masked copies pushed through the model ``batch_size`` at a time across images and channels.
-    ``clusters``: one index per image (or one for all); default the image's own cluster (argmax q)."""
+    ``clusters``: one index per image (or one for all); default the image's own cluster (argmax q).
+    ``bfloat16``: run the masked forward passes in bfloat16 autocast (several times faster on CPUs with
+    AVX-512 BF16 or AMX; scores to about 3 significant digits — check the maps against float32 first)."""
     dev = _device(device)
     x = _check(images, model)
     model.to(dev).eval()
     acts = layer_activations(model, x, layer, device=dev) if acts is None else acts
     clusters = _targets(model, x, clusters, batch_size, dev)
     n, n_channels = acts.shape[:2]
-    scores = torch.empty(n * n_channels)
-    pairs = n * n_channels
-    masks = None
-    for start in range(0, pairs, batch_size):
-        idx = torch.arange(start, min(start + batch_size, pairs))
-        img, ch = idx // n_channels, idx % n_channels
-        # masks of the images this batch touches, computed once per image block
-        needed = torch.unique(img)
-        masks = channel_masks(acts[needed], x.shape[2:])
-        local = torch.searchsorted(needed, img)
-        masked = x[img] * masks[local, ch].unsqueeze(1)
-        q = model(masked.to(dev)).cpu()
-        scores[idx] = q[torch.arange(len(idx)), clusters[img]]
+    scores = torch.empty(n, n_channels)
+    per_block = max(1, batch_size // n_channels)        # whole images per block: their masks computed once
+    for start in range(0, n, per_block):
+        block = slice(start, min(start + per_block, n))
+        masks = channel_masks(acts[block], x.shape[2:])                      # b×H×spatial
+        masked = (x[block].unsqueeze(1) * masks.unsqueeze(2)).flatten(0, 1)   # (b·H)×C×spatial
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bfloat16):
+            q = torch.cat([model(masked[i:i + batch_size].to(dev)).float().cpu()
+                           for i in range(0, len(masked), batch_size)])
+        k = clusters[block].repeat_interleave(n_channels)
+        scores[block] = q[torch.arange(len(q)), k].view(-1, n_channels)
     return scores.view(n, n_channels)
 
 
@@ -152,14 +152,14 @@ def combine(acts, weights, size):
     return _minmax(up[:, 0])
 
 
-def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 256, device="auto",
-         return_scores: bool = False):
+def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 64, device="auto",
+         return_scores: bool = False, bfloat16: bool = False):
     """CLAMs (N×spatial, values in [0, 1]) of the images for their clusters (default: their own)."""
     x = _check(images, model)
     dev = _device(device)
     model.to(dev).eval()
     acts = layer_activations(model, x, layer, device=dev)
-    alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts)
+    alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts, bfloat16=bfloat16)
     maps = combine(acts, alpha, x.shape[2:]).numpy()
     return (maps, alpha.numpy()) if return_scores else maps
 
