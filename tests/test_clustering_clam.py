@@ -95,6 +95,12 @@ def test_dec_keeps_well_separated_clusters_and_refuses_bad_k():
     assert clustering.cluster_accuracy(sim.labels, result.labels) >= clustering.cluster_accuracy(
         sim.labels, result.initial_labels) - 0.05
     assert result.q.shape == (30, 3) and np.allclose(result.q.sum(1), 1, atol=1e-5)
+    # the divergence guard restarts with a 10× smaller rate (forced here: every first update "diverges")
+    guarded = clustering.fit_dec(ae, x, 3, epochs=2, batch_size=8, device="cpu", lr=1e-3, max_first_change=-1.0,
+                                 max_restarts=2)
+    assert guarded.history["restarts"] == 2 and guarded.history["lr"] == pytest.approx(1e-5)
+    with pytest.raises(clustering.ClusteringError, match="choose 'sgd' or 'adam'"):
+        clustering.fit_dec(ae, x, 3, epochs=1, device="cpu", optimizer="lbfgs")
     with pytest.raises(clustering.ClusteringError, match="at least 2"):
         clustering.fit_dec(ae, x, 1, epochs=1, device="cpu")
     with pytest.raises(clustering.ClusteringError, match="larger than the number of images"):
