@@ -31,7 +31,6 @@ def main(channels, n_images: int, k: int, batch_size: int, seed: int):
     from pytorch_grad_cam import ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    torch.set_num_threads(torch.get_num_threads())
     sim = synth.simulate_ct_scenario("location", k, n=max(n_images, 2 * k), seed=seed)
     x = sim.unit[:n_images]
     ae = clustering.ConvAutoencoder(x.shape[1:], channels=channels, seed=seed)

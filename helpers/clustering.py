@@ -376,7 +376,7 @@ def cluster_accuracy(y_true, y_pred) -> float:
     return float(counts[rows, cols].sum() / len(y_true))
 
 
-def silhouette(embedding, labels, seed: int = 0) -> float:
+def silhouette(embedding, labels) -> float:
     """Average silhouette width; NaN when the labels hold a single cluster."""
     from sklearn.metrics import silhouette_score
 
@@ -394,11 +394,11 @@ def choose_k(embedding, ks=range(2, 9), labels_by_k: dict | None = None, seed: i
     for k in ks:
         emb = embedding[k] if isinstance(embedding, dict) else embedding
         labels = labels_by_k[k] if labels_by_k is not None else kmeans(emb, k, seed)[0]
-        scores[int(k)] = silhouette(emb, labels, seed)
-    finite = {k: s for k, s in scores.items() if np.isfinite(s)}
-    if not finite:
+        scores[int(k)] = silhouette(emb, labels)
+    best = _best(scores)
+    if best < 0:
         raise ClusteringError("no K gave two or more clusters; the embedding has collapsed.")
-    return max(finite, key=finite.get), scores
+    return best, scores
 
 
 # ----------------------------------------------------------------------------- paper 004's simulation study
