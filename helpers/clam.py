@@ -19,19 +19,22 @@ import torch
 import torch.nn.functional as F
 
 from .env import select_device
+from .features import capture
+from .models import get_layer
 
 DEFAULT_LAYER = "autoencoder.encoder.act3"   # last encoder convolution after its activation (ClusterModel)
 
 
 def find_layer(model, name: str):
-    """The sub-module called ``name``; a clear error listing the convolution/activation layers otherwise."""
-    modules = dict(model.named_modules())
-    if name not in modules or name == "":
-        candidates = [n for n, m in modules.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d,
-                                                                       torch.nn.LeakyReLU, torch.nn.ReLU))]
+    """The sub-module called ``name`` (``models.get_layer``); a ValueError listing the convolution and activation
+    layers otherwise."""
+    try:
+        return get_layer(model, name)
+    except KeyError:
+        candidates = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d,
+                                                                             torch.nn.LeakyReLU, torch.nn.ReLU))]
         raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; convolution and activation "
-                         f"layers: {', '.join(candidates) or 'none'}.")
-    return modules[name]
+                         f"layers: {', '.join(candidates) or 'none'}.") from None
 
 
 def _device(device):
@@ -54,16 +57,14 @@ def _check(images, model):
 def layer_activations(model, images, layer: str = DEFAULT_LAYER, batch_size: int = 128, device="auto"):
     """Activations of ``layer`` for the images: N×H×(spatial) float tensor (CPU)."""
     dev = _device(device)
-    module = find_layer(model, layer)
+    find_layer(model, layer)                # the clear error before any work
     x = _check(images, model)
     grabbed = []
-    handle = module.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().cpu()))
-    try:
-        model.to(dev).eval()
+    model.to(dev).eval()
+    with capture(model, layer) as store:
         for start in range(0, len(x), batch_size):
             model(x[start:start + batch_size].to(dev))
-    finally:
-        handle.remove()
+            grabbed.append(store["out"].cpu())
     return torch.cat(grabbed)
 
 
