@@ -2,8 +2,7 @@
 from a few clicked seed patches.
 
 - :class:`SeededKMeans` — k-means whose centres start at the mean of each class's seeds (Basu et al. 2002),
-  then ordinary Lloyd iterations with scikit-learn's stopping rule (tested against
-  ``sklearn.cluster.KMeans(init=seed_means, n_init=1)``).
+  then scikit-learn's Lloyd iterations (``sklearn.cluster.KMeans(init=seed_means, n_init=1)``).
 - :func:`seeded_iterative_clustering` — Algorithm 1 as interpreted here (the paper's pseudocode is ambiguous):
 
   seeds: one entry per patch, -1 unlabelled, 0 negative (benign click), 1 positive (cancer click).
@@ -33,7 +32,8 @@ class SeedError(ValueError):
 
 
 def _check(embeddings, seeds):
-    x = np.asarray(embeddings, dtype=np.float64)
+    x = np.asarray(embeddings)
+    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)   # float32 stays: half the memory
     if x.ndim != 2:
         raise SeedError(f"embeddings of shape {x.shape}: expected patches × dims.")
     if not np.isfinite(x).all():
@@ -48,16 +48,20 @@ def _check(embeddings, seeds):
 
 
 class SeededKMeans:
-    """2-class (or K-class) k-means initialised from the seeds' class means.
+    """2-class (or K-class) k-means initialised from the seeds' class means (Basu et al. 2002).
 
     ``fit(X, seeds)``: seeds as in the module docstring (classes 0…K-1, -1 unlabelled); every class needs at
-    least one seed. ``labels_`` follow the classes: cluster c started at class c's seed mean."""
+    least one seed. The seeding is ours; the Lloyd iterations are scikit-learn's ``KMeans(init=seed means,
+    n_init=1)``. ``labels_`` follow the classes: cluster c started at class c's seed mean."""
 
     def __init__(self, n_clusters: int = 2, max_iter: int = 300, tol: float = 1e-4):
         self.n_clusters, self.max_iter, self.tol = int(n_clusters), int(max_iter), float(tol)
 
     def fit(self, embeddings, seeds):
-        x = np.asarray(embeddings, dtype=np.float64)
+        from sklearn.cluster import KMeans
+
+        x = np.asarray(embeddings)
+        x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
         y = np.asarray(seeds).astype(int)
         if x.ndim != 2 or y.shape != (len(x),):
             raise SeedError(f"embeddings {x.shape} and seeds {y.shape}: give patches × dims and one seed per patch.")
@@ -65,30 +69,14 @@ class SeededKMeans:
         if missing:
             raise SeedError(f"no seed of class {missing}; seeded k-means needs at least one seed per class "
                             "(use plain k-means when one class has no seeds).")
-        centres = np.stack([x[y == c].mean(0) for c in range(self.n_clusters)])
-        tol = self.tol * np.mean(np.var(x, axis=0))        # scikit-learn's tolerance, scaled by the data
-        labels = None
-        for iteration in range(1, self.max_iter + 1):
-            new_labels = _nearest(x, centres)
-            if labels is not None and np.array_equal(new_labels, labels):
-                break                                       # strict convergence: nothing moved
-            labels = new_labels
-            new_centres = np.stack([x[labels == c].mean(0) if (labels == c).any() else centres[c]
-                                    for c in range(self.n_clusters)])
-            shift = float(((new_centres - centres) ** 2).sum())
-            centres = new_centres
-            if shift <= tol:
-                break
-        self.cluster_centers_ = centres
-        self.labels_ = _nearest(x, centres)
-        self.n_iter_ = iteration
-        self.inertia_ = float(((x - centres[self.labels_]) ** 2).sum())
+        means = np.stack([x[y == c].mean(0) for c in range(self.n_clusters)])
+        if len(np.unique(means, axis=0)) < self.n_clusters:
+            raise SeedError("two classes of seeds have the same mean embedding (identical patches clicked as "
+                            "positive and negative?); click different patches.")
+        fitted = KMeans(self.n_clusters, init=means, n_init=1, max_iter=self.max_iter, tol=self.tol).fit(x)
+        self.cluster_centers_, self.labels_ = fitted.cluster_centers_, fitted.labels_
+        self.n_iter_, self.inertia_ = fitted.n_iter_, float(fitted.inertia_)
         return self
-
-
-def _nearest(x, centres):
-    d2 = (x ** 2).sum(1)[:, None] - 2 * x @ centres.T + (centres ** 2).sum(1)[None]
-    return d2.argmin(1)
 
 
 def seed_f1(seeds, positive) -> float:
@@ -150,3 +138,65 @@ def seeded_iterative_clustering(embeddings, seeds, max_splits: int = 20, min_siz
             break
         positive, score = candidate, new_score
     return SICResult(positive=positive, score=score, history=history)
+
+
+# ------------------------------------------------------------------------------ the click protocol (§3.2)
+def click_seeds(n_patches: int, positive_clicks, negative_clicks) -> np.ndarray:
+    """Seeds array (-1 unlabelled, 0 negative, 1 positive) from the indices of clicked patches."""
+    seeds = np.full(int(n_patches), -1)
+    for value, clicks, what in ((1, positive_clicks, "positive"), (0, negative_clicks, "negative")):
+        idx = np.asarray(clicks)
+        if idx.size == 0:
+            raise SeedError(f"no {what} click: seeded clustering needs at least one click in each class.")
+        if idx.dtype.kind not in "iu":
+            raise SeedError(f"{what} clicks must be patch indices (integers), got {idx.dtype}.")
+        bad = idx[(idx < 0) | (idx >= n_patches)]
+        if bad.size:
+            raise SeedError(f"{what} click indices {bad.tolist()[:5]} are outside 0…{n_patches - 1}: the slide "
+                            f"has {n_patches} patches; are the clicks from another slide or tiling?")
+        if (seeds[idx] >= 0).any():
+            raise SeedError(f"patches {sorted(set(idx[seeds[idx] >= 0].tolist()))[:5]} are clicked as both positive "
+                            "and negative.")
+        seeds[idx] = value
+    return seeds
+
+
+def random_clicks(rng, cancer_fraction, n_clicks: int, positive_at: float = 0.5) -> np.ndarray:
+    """Paper 002's simulated clicks: ``n_clicks`` random patches inside the cancer mask (fraction ≥
+    ``positive_at``, the ground-truth rule) and ``n_clicks`` inside the benign tissue (no cancer at all); fewer
+    when a slide has fewer such patches."""
+    frac = np.asarray(cancer_fraction)
+    pos, neg = np.flatnonzero(frac >= positive_at), np.flatnonzero(frac == 0)
+    if not len(pos) or not len(neg):
+        raise SeedError(f"the slide has {len(pos)} cancer and {len(neg)} benign patches; clicks need both.")
+    return click_seeds(len(frac), rng.choice(pos, min(n_clicks, len(pos)), replace=False),
+                       rng.choice(neg, min(n_clicks, len(neg)), replace=False))
+
+
+def click_protocol(embeddings, cancer_fraction, clicks=(1, 3, 5), repeats: int = 5, seed: int = 0,
+                   positive_at: float = 0.5) -> list[dict]:
+    """§3.2 on one slide: for each click count, ``repeats`` runs with fresh random clicks; per run the patch
+    F1 against the ground truth (patches at least ``positive_at`` inside cancer), the F1 on the seeds and the
+    time of the clustering. Returns one row per run."""
+    import time
+
+    from sklearn.metrics import f1_score
+
+    x, _ = _check(embeddings, np.full(len(embeddings), -1))
+    frac = np.asarray(cancer_fraction, float)
+    if frac.shape != (len(x),):
+        raise SeedError(f"{frac.shape} cancer fractions for {len(x)} patches: give one per patch.")
+    truth = frac >= positive_at
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n_clicks in clicks:
+        for repeat in range(repeats):
+            seeds = random_clicks(rng, frac, n_clicks, positive_at)
+            started = time.perf_counter()
+            result = seeded_iterative_clustering(x, seeds, seed=seed)
+            rows.append({"clicks": int(n_clicks), "repeat": repeat, "seconds": time.perf_counter() - started,
+                         "f1": float(f1_score(truth, result.positive, zero_division=0.0)),
+                         "seed_f1": result.score, "steps": len(result.history),
+                         "predicted_ratio": float(result.positive.mean()), "positive_ratio": float(truth.mean()),
+                         "positive": result.positive})
+    return rows
