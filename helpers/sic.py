@@ -92,7 +92,7 @@ def seed_f1(seeds, positive) -> float:
 class SICResult:
     positive: np.ndarray                 # bool per patch, the final positive region
     score: float                         # F1 on the seeds
-    history: list = field(default_factory=list)   # per split: rule used, positive count, score, kept
+    history: list = field(default_factory=list)   # per split: rule, positive count, score, kept, its mask
 
 
 def seeded_iterative_clustering(embeddings, seeds, max_splits: int = 20, min_size: int = 2, seed: int = 0,
@@ -107,7 +107,7 @@ def seeded_iterative_clustering(embeddings, seeds, max_splits: int = 20, min_siz
     positive = first.labels_ == 1
     score = seed_f1(y, positive)
     history = [{"rule": "seeded 2-means (all patches)", "positive": int(positive.sum()), "score": score,
-                "kept": True}]
+                "kept": True, "mask": positive}]
     fallbacks = 0
     for _ in range(max_splits):
         inside = np.flatnonzero(positive)
@@ -133,7 +133,8 @@ def seeded_iterative_clustering(embeddings, seeds, max_splits: int = 20, min_siz
             break
         new_score = seed_f1(y, candidate)
         kept = new_score >= score
-        history.append({"rule": rule, "positive": int(candidate.sum()), "score": new_score, "kept": kept})
+        history.append({"rule": rule, "positive": int(candidate.sum()), "score": new_score, "kept": kept,
+                        "mask": candidate})
         if not kept:
             break
         positive, score = candidate, new_score
@@ -174,10 +175,10 @@ def random_clicks(rng, cancer_fraction, n_clicks: int, positive_at: float = 0.5)
 
 
 def click_protocol(embeddings, cancer_fraction, clicks=(1, 3, 5), repeats: int = 5, seed: int = 0,
-                   positive_at: float = 0.5) -> list[dict]:
+                   positive_at: float = 0.5, max_fallback: int = 1) -> list[dict]:
     """§3.2 on one slide: for each click count, ``repeats`` runs with fresh random clicks; per run the patch
     F1 against the ground truth (patches at least ``positive_at`` inside cancer), the F1 on the seeds and the
-    time of the clustering. Returns one row per run."""
+    time of the clustering. ``max_fallback=0`` leaves out the plain 2-means step. Returns one row per run."""
     import time
 
     from sklearn.metrics import f1_score
@@ -193,10 +194,11 @@ def click_protocol(embeddings, cancer_fraction, clicks=(1, 3, 5), repeats: int =
         for repeat in range(repeats):
             seeds = random_clicks(rng, frac, n_clicks, positive_at)
             started = time.perf_counter()
-            result = seeded_iterative_clustering(x, seeds, seed=seed)
+            result = seeded_iterative_clustering(x, seeds, seed=seed, max_fallback=max_fallback)
             rows.append({"clicks": int(n_clicks), "repeat": repeat, "seconds": time.perf_counter() - started,
                          "f1": float(f1_score(truth, result.positive, zero_division=0.0)),
                          "seed_f1": result.score, "steps": len(result.history),
+                         "fallback_kept": any(h["kept"] and h["rule"].startswith("2-means") for h in result.history),
                          "predicted_ratio": float(result.positive.mean()), "positive_ratio": float(truth.mean()),
                          "positive": result.positive})
     return rows

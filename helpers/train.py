@@ -264,6 +264,14 @@ TRAINING_PRESETS = {
         "default": dict(base=16, depth=3, epochs=15, lr=1e-3, batch_size=16, patience=3, val_fraction=0.2),
         "smoke": dict(base=8, depth=3, epochs=30, lr=3e-3, batch_size=8, patience=6, val_fraction=0.25),
     },
+    # paper 002: SimCLR on the data set's own patches (ResNet-18 in the paper; a quarter-width one-block-per-stage
+    # ResNet at 64 px here). Patches: 128 px at stride 64 (the notebook's tiling), per_slide random ones per slide
+    "simclr": {
+        "default": dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), projection_dim=64, input_size=64, patch=128,
+                        stride=64, per_slide=64, epochs=8, batch_size=128, lr=1e-3, temperature=0.2),
+        "smoke": dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), projection_dim=64, input_size=64, patch=128,
+                      stride=64, per_slide=24, epochs=2, batch_size=64, lr=1e-3, temperature=0.2),
+    },
 }
 
 

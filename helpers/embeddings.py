@@ -1,0 +1,420 @@
+"""Patch-embedding stores (paper 002's "remote" step): tile a slide, embed every patch with an encoder, and
+write one Zarr store per slide with the embedding matrix (patches × dims), the patch centres and metadata.
+
+- Encoders are described by a picklable :class:`EncoderSpec` (architecture, weights, input size), so the
+  same description runs on any Dask worker: ImageNet EfficientNet-Lite0, the supervised tile classifier of
+  notebook 02, a SimCLR-trained or a randomly initialised small ResNet, and a handcrafted colour/texture
+  baseline.
+- :func:`extract_embeddings` submits one Dask task per slide to a ``dask.distributed`` client
+  (:func:`dask_client`: a LocalCluster by default, or the address of an existing scheduler).
+- :func:`read_stores` is all the clustering ("local") step needs; it refuses stores of different encoders or
+  tilings in one run.
+
+A store is a cache: it is reused only when its metadata equals what is asked for and its embeddings match the
+checksum written with them; it is written to ``<name>.partial`` and renamed when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+STORE_FORMAT = 1
+_MODULES: dict = {}     # per process: fingerprint → ready-to-run encoder (a Dask worker builds each once)
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked, with what to do about it."""
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a worker needs to rebuild an encoder: ``arch`` (efficientnet_lite0, vgg16_tile, small_resnet,
+    handcrafted), its constructor ``options``, the weights (``state``, CPU tensors) and the input size."""
+    name: str
+    arch: str
+    layer: str
+    input_size: int
+    state: dict | None = None
+    options: dict = field(default_factory=dict)
+    standardise: bool = False     # z-score each feature per slide before clustering (mixed-unit features)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(json.dumps([self.name, self.arch, self.layer, self.input_size, self.options,
+                                            self.standardise], sort_keys=True).encode())
+        for key in sorted(self.state or {}):
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(self.state[key].detach().cpu().numpy()).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def _cpu_state(module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def imagenet_encoder(data_dir, input_size: int = 128) -> EncoderSpec:
+    """timm's EfficientNet-Lite0 with the real ImageNet weights; embedding = the globally pooled last block
+    (1280 dims), the "last layer latent representation" of paper 002."""
+    from .models import efficientnet_lite0
+
+    return EncoderSpec("imagenet", "efficientnet_lite0", "global average pool after conv_head (1280)", input_size,
+                       _cpu_state(efficientnet_lite0(data_dir)))
+
+
+def supervised_encoder(tile_classifier, input_size: int = 128) -> EncoderSpec:
+    """Notebook 02's VGG-16 tile classifier (trained to detect cancer on the simulated slides); embedding = the
+    global max pool of its last convolution, the vector its classifier reads."""
+    return EncoderSpec("supervised", "vgg16_tile", f"global max pool of {tile_classifier.LAST_CONV_RELU}",
+                       input_size, _cpu_state(tile_classifier),
+                       {"width": tile_classifier.width, "batch_norm": tile_classifier.batch_norm})
+
+
+def resnet_encoder(backbone, name: str, input_size: int = 64) -> EncoderSpec:
+    """A :class:`helpers.simclr.SmallResNet` (SimCLR-trained or random); embedding = its pooled output."""
+    widths = [int(stage[0].conv1.out_channels) for stage in backbone.stages]
+    blocks = [len(stage) for stage in backbone.stages]
+    return EncoderSpec(name, "small_resnet", "global average pool of the last stage", input_size,
+                       _cpu_state(backbone), {"widths": widths, "blocks": blocks})
+
+
+def random_encoder(seed: int = 0, widths=(16, 32, 64, 128), input_size: int = 64) -> EncoderSpec:
+    """The same small ResNet as the SimCLR encoder, randomly initialised (a floor for any learned space)."""
+    import torch
+
+    from .simclr import SmallResNet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        backbone = SmallResNet(tuple(widths))
+    return resnet_encoder(backbone.eval(), "random", input_size)
+
+
+def handcrafted_encoder(input_size: int = 128) -> EncoderSpec:
+    """Colour and texture without learning: mean and std of the hematoxylin, eosin and DAB channels
+    (``skimage.color.rgb2hed``), a uniform LBP histogram (P = 8, R = 1) and four grey-level co-occurrence
+    properties. Standardised per slide before clustering (the features have different units)."""
+    return EncoderSpec("handcrafted", "handcrafted", "HED mean/std + LBP histogram + GLCM properties", input_size,
+                       None, {"lbp_points": 8, "lbp_radius": 1, "glcm_levels": 32}, standardise=True)
+
+
+def _handcrafted(patches, options) -> np.ndarray:
+    from skimage.color import rgb2gray, rgb2hed
+    from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+
+    p, r, levels = options["lbp_points"], options["lbp_radius"], options["glcm_levels"]
+    rows = []
+    for patch in patches:
+        hed = rgb2hed(patch).reshape(-1, 3)
+        grey = (rgb2gray(patch) * 255).astype(np.uint8)
+        lbp = local_binary_pattern(grey, p, r, method="uniform")
+        lbp_hist = np.bincount(lbp.astype(int).ravel(), minlength=p + 2)[: p + 2] / lbp.size
+        quantised = (grey.astype(np.int64) * levels // 256).astype(np.uint8)
+        glcm = graycomatrix(quantised, [2], [0, np.pi / 2], levels=levels, symmetric=True, normed=True)
+        props = [graycoprops(glcm, name).mean() for name in ("contrast", "homogeneity", "energy", "correlation")]
+        rows.append(np.concatenate([hed.mean(0), hed.std(0), lbp_hist, props]))
+    return np.nan_to_num(np.asarray(rows, np.float32))   # GLCM correlation of a flat patch is undefined → 0
+
+
+def _module(spec: EncoderSpec):
+    """Build (once per process) a function N×H×W×3 uint8 → N×D float32 for ``spec``."""
+    key = spec.fingerprint()
+    if key in _MODULES:
+        return _MODULES[key]
+    if spec.arch == "handcrafted":
+        _MODULES[key] = lambda patches: _handcrafted(patches, spec.options)
+        return _MODULES[key]
+    import torch
+
+    from . import models, simclr
+
+    mean = std = None
+    if spec.arch == "efficientnet_lite0":
+        import timm
+
+        net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        net.load_state_dict(spec.state)
+        mean, std = models.EFFNET_LITE0_MEAN, models.EFFNET_LITE0_STD
+        forward = lambda x: net.forward_head(net.forward_features(x), pre_logits=True)  # noqa: E731
+    elif spec.arch == "vgg16_tile":
+        net = models.VGG16TileClassifier(**spec.options)
+        net.load_state_dict(spec.state)
+        forward = lambda x: net.pool(net.features(x)).flatten(1)  # noqa: E731
+    elif spec.arch == "small_resnet":
+        net = simclr.SmallResNet(tuple(spec.options["widths"]), tuple(spec.options["blocks"]))
+        net.load_state_dict(spec.state)
+        forward = net
+    else:
+        raise StoreError(f"unknown encoder architecture {spec.arch!r}; use efficientnet_lite0, vgg16_tile, "
+                         "small_resnet or handcrafted.")
+    net.eval()
+
+    @torch.no_grad()
+    def run(patches):
+        x = simclr.to_input(patches, spec.input_size)
+        if mean is not None:
+            x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        return forward(x).float().numpy()
+
+    _MODULES[key] = run
+    return run
+
+
+def embed_patches(spec: EncoderSpec, patches, batch_size: int = 64) -> np.ndarray:
+    """N×H×W×3 uint8 patches → N×D float32 embeddings with ``spec``'s encoder, in batches."""
+    patches = np.asarray(patches)
+    if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
+        raise StoreError(f"patches must be N×H×W×3 uint8, got {patches.shape} {patches.dtype}.")
+    run = _module(spec)
+    return np.concatenate([run(patches[i:i + batch_size]) for i in range(0, len(patches), batch_size)])
+
+
+# -------------------------------------------------------------------------------------------------- stores
+def store_folder(root, spec: EncoderSpec, patch: int, stride: int, min_tissue: float) -> Path:
+    """Where the stores of one encoder and one tiling live: ``root/<encoder>-<fingerprint>-p<patch>s<stride>``."""
+    return Path(root) / f"{spec.name}-{spec.fingerprint()[:10]}-p{patch}s{stride}t{int(round(100 * min_tissue))}"
+
+
+def _sha256(array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def write_store(path, embeddings, centres, meta: dict) -> Path:
+    """Write one slide's store atomically (``path.partial`` → ``path``). Refuses NaN/inf embeddings and
+    embeddings and centres of different lengths; replaces an existing store only if it is incomplete."""
+    import zarr
+
+    embeddings = np.asarray(embeddings, np.float32)
+    centres = np.asarray(centres, np.float32)
+    if embeddings.ndim != 2:
+        raise StoreError(f"embeddings of shape {embeddings.shape}: expected patches × dims.")
+    if centres.shape != (len(embeddings), 2):
+        raise StoreError(f"{len(embeddings)} embeddings but centres of shape {centres.shape}: give one (row, col) "
+                         "centre per embedded patch.")
+    if not np.isfinite(embeddings).all():
+        bad = int((~np.isfinite(embeddings)).any(1).sum())
+        raise StoreError(f"{bad} of {len(embeddings)} embeddings contain NaN or inf; check the encoder's input "
+                         "(empty or saturated patches) before storing.")
+    path = Path(path)
+    if path.exists() and _is_complete(path):
+        raise StoreError(f"{path} already holds a complete store; delete it or write elsewhere (stores are never "
+                         "overwritten).")
+    partial = path.with_name(path.name + ".partial")
+    for leftover in (partial, path):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    group = zarr.open_group(str(partial), mode="w")
+    group.create_array("embeddings", data=embeddings, chunks=(min(4096, max(1, len(embeddings))), embeddings.shape[1]))
+    group.create_array("centres", data=centres)
+    group.attrs.update({**meta, "format": STORE_FORMAT, "n_patches": int(len(embeddings)),
+                        "dims": int(embeddings.shape[1]), "embeddings_sha256": _sha256(embeddings),
+                        "complete": True})
+    partial.rename(path)
+    return path
+
+
+def _is_complete(path) -> bool:
+    import zarr
+
+    try:
+        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete", False))
+    except Exception:   # not a zarr group at all
+        return False
+
+
+@dataclass
+class EmbeddingStore:
+    embeddings: np.ndarray     # patches × dims, float32
+    centres: np.ndarray        # patches × 2 (row, col) in slide pixels
+    meta: dict
+    path: Path
+
+
+def read_store(path, expect: dict | None = None) -> EmbeddingStore:
+    """Read one store, checking completeness, shapes and the checksum; ``expect`` (metadata key → value) must
+    match too."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no embedding store at {path}; run the extraction first.")
+    if not _is_complete(path):
+        raise StoreError(f"{path} is not a complete embedding store (interrupted extraction?); extract it again.")
+    group = zarr.open_group(str(path), mode="r")
+    meta = dict(group.attrs)
+    embeddings, centres = np.asarray(group["embeddings"][:]), np.asarray(group["centres"][:])
+    if meta.get("format") != STORE_FORMAT:
+        raise StoreError(f"{path} has store format {meta.get('format')}, this code reads {STORE_FORMAT}; extract again.")
+    if embeddings.shape != (meta["n_patches"], meta["dims"]) or centres.shape != (meta["n_patches"], 2):
+        raise StoreError(f"{path}: arrays of shape {embeddings.shape} and {centres.shape} disagree with its metadata "
+                         f"({meta['n_patches']} patches × {meta['dims']} dims).")
+    if _sha256(embeddings) != meta["embeddings_sha256"]:
+        raise StoreError(f"{path}: embeddings do not match their checksum (corrupted); extract again.")
+    for key, value in (expect or {}).items():
+        if meta.get(key) != value:
+            raise StoreError(f"{path}: {key} is {meta.get(key)!r}, expected {value!r}.")
+    return EmbeddingStore(embeddings, centres, meta, path)
+
+
+_RUN_KEYS = ("encoder", "encoder_fingerprint", "layer", "input_size", "patch_size", "stride", "min_tissue")
+# (slide_sha256 differs between slides by design; it only decides whether a store can be reused)
+
+
+def read_stores(paths) -> list[EmbeddingStore]:
+    """Read the stores of one clustering run; all must come from the same encoder (same weights) and tiling."""
+    stores = [read_store(p) for p in paths]
+    if not stores:
+        raise StoreError("no stores given; extract embeddings first (extract_embeddings).")
+    first = stores[0]
+    for store in stores[1:]:
+        for key in _RUN_KEYS:
+            if store.meta.get(key) != first.meta.get(key):
+                raise StoreError(f"stores from different runs mixed: {store.path.name} has {key} = "
+                                 f"{store.meta.get(key)!r} but {first.path.name} has {first.meta.get(key)!r} "
+                                 f"(encoders {store.meta.get('encoder')!r} and {first.meta.get('encoder')!r}); "
+                                 "cluster the stores of one encoder and tiling at a time.")
+    return stores
+
+
+def for_clustering(store: EmbeddingStore) -> np.ndarray:
+    """The matrix the clustering reads: the embeddings, z-scored per feature when the encoder asks for it."""
+    x = store.embeddings.astype(np.float64)
+    if store.meta.get("standardise"):
+        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    return x
+
+
+# ------------------------------------------------------------------------------------------- extraction
+def patch_centres(tissue, patch: int, stride: int, min_tissue: float = 0.5) -> np.ndarray:
+    """Centres (row, col) of the grid patches with at least ``min_tissue`` tissue (paper 002: 256 px, 50 %
+    overlap; the tiling of :func:`helpers.data.tile_slide`)."""
+    from .data import tile_slide
+
+    return tile_slide(tissue, patch, stride, min_tissue)["coords"].astype(np.float32) + patch / 2.0
+
+
+def mask_fraction(mask, centres, patch: int) -> np.ndarray:
+    """Fraction of each patch (given by its centre) inside ``mask``: ground truth is fraction ≥ 0.5."""
+    from .data import _box_sums, _integral
+
+    mask = np.asarray(mask, bool)
+    top_left = np.rint(np.asarray(centres) - patch / 2.0).astype(int)
+    if len(top_left) and (top_left.min() < 0 or (top_left + patch > np.array(mask.shape)).any()):
+        raise StoreError(f"patch centres fall outside the {mask.shape} mask; is it the mask of this slide?")
+    return _box_sums(_integral(mask), top_left[:, 0], top_left[:, 1], patch) / float(patch * patch)
+
+
+def slide_digest(rgb, tissue) -> str:
+    """Checksum of a slide's pixels and tissue mask: a store is reused only for the very image it was made from."""
+    digest = hashlib.sha256(np.ascontiguousarray(rgb).tobytes())
+    digest.update(np.packbits(np.asarray(tissue, bool)).tobytes())
+    digest.update(repr(np.shape(rgb)).encode())
+    return digest.hexdigest()
+
+
+def extract_slide(spec: EncoderSpec, slide_id: str, rgb, tissue, patch: int, stride: int, min_tissue: float,
+                  store_path, batch_size: int = 64, digest: str | None = None) -> str:
+    """One Dask task: tile one slide, embed its patches batch by batch (patches are cut on the fly, so a large
+    slide never needs all of them in memory) and write its store. Returns the store path."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise StoreError(f"slide {slide_id}: expected an H×W×3 uint8 image, got {rgb.shape} {rgb.dtype}.")
+    if np.shape(tissue) != rgb.shape[:2]:
+        raise StoreError(f"slide {slide_id}: tissue mask {np.shape(tissue)} differs from the image {rgb.shape[:2]}.")
+    centres = patch_centres(tissue, patch, stride, min_tissue)
+    top_left = (centres - patch / 2.0).astype(int)
+    parts = []
+    for i in range(0, len(top_left), batch_size):
+        batch = np.stack([rgb[y:y + patch, x:x + patch] for y, x in top_left[i:i + batch_size]])
+        parts.append(embed_patches(spec, batch, batch_size))
+    meta = {"slide_id": slide_id, "encoder": spec.name, "arch": spec.arch, "layer": spec.layer,
+            "encoder_fingerprint": spec.fingerprint(), "input_size": spec.input_size, "patch_size": int(patch),
+            "stride": int(stride), "min_tissue": float(min_tissue), "standardise": bool(spec.standardise),
+            "slide_sha256": digest or slide_digest(rgb, tissue)}
+    return str(write_store(store_path, np.concatenate(parts), centres, meta))
+
+
+def dask_client(scheduler_address: str | None = None, n_workers: int = 2):
+    """A ``dask.distributed`` client: a LocalCluster of ``n_workers`` single-threaded processes by default, or
+    the existing scheduler at ``scheduler_address`` (e.g. ``"tcp://10.0.0.5:8786"``; its workers must be able to
+    import ``helpers`` and write to the store folder). Close it with ``client.close()``."""
+    import logging
+
+    from dask.distributed import Client
+
+    if scheduler_address:
+        try:
+            return Client(scheduler_address, timeout="20s")
+        except OSError as err:
+            raise ConnectionError(f"no Dask scheduler answers at {scheduler_address!r} ({err}); start one with "
+                                  "`dask scheduler` or leave DASK_SCHEDULER empty for a local cluster.") from None
+    return Client(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                  silence_logs=logging.ERROR)
+
+
+def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stride: int,
+                       min_tissue: float = 0.5, batch_size: int = 64) -> list[Path]:
+    """Embed every slide of ``slides`` (a sequence of (slide_id, rgb, tissue_mask)) with ``spec``, one Dask
+    task per slide on ``client``, and return the store paths in the order of ``slides``. Valid stores from an
+    earlier run are reused; a stale or broken one is rebuilt. ``client=None`` runs in this process (debugging)."""
+    from tqdm.auto import tqdm
+
+    folder = store_folder(root, spec, patch, stride, min_tissue)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [s[0] for s in slides]
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"slide ids must be unique (they name the stores); duplicates: "
+                         f"{sorted({i for i in ids if ids.count(i) > 1})}.")
+    paths = [folder / f"{sid}.zarr" for sid in ids]
+    expect = {"encoder_fingerprint": spec.fingerprint(), "patch_size": int(patch), "stride": int(stride),
+              "min_tissue": float(min_tissue)}
+    todo = []
+    for (sid, rgb, tissue), path in zip(slides, paths):
+        digest = slide_digest(rgb, tissue)
+        try:
+            read_store(path, expect | {"slide_sha256": digest})
+        except StoreError as err:
+            if path.exists():
+                print(f"rebuilding {path.name}: {err}")
+                shutil.rmtree(path)
+            todo.append((sid, rgb, tissue, path, digest))
+    if not todo:
+        return paths
+    if client is None:
+        for sid, rgb, tissue, path, digest in tqdm(todo, desc=f"embedding ({spec.name})", leave=False):
+            extract_slide(spec, sid, rgb, tissue, patch, stride, min_tissue, path, batch_size, digest)
+        return paths
+    from dask.distributed import as_completed
+
+    [spec_future] = client.scatter([spec], broadcast=True)
+    futures = [client.submit(extract_slide, spec_future, sid, rgb, tissue, patch, stride, min_tissue, str(path),
+                             batch_size, digest, key=f"embed-{spec.name}-{digest[:8]}-{sid}", pure=False)
+               for sid, rgb, tissue, path, digest in todo]
+    for future in tqdm(as_completed(futures), total=len(futures), desc=f"embedding ({spec.name}, Dask)", leave=False):
+        future.result()     # re-raises a worker's error here, with its message
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- visualisation
+def umap_rgb(embeddings, n_neighbors: int = 15, random_state: int = 0):
+    """Paper 002 §2.2 (after Chelebian et al.): UMAP of the embeddings to 3 components, each min-max scaled to
+    [0, 1], used as the RGB colour of the patch; plus a 2-D UMAP for a scatter. Same random_state → same
+    colours. Returns (n×3 colours, n×2 coordinates)."""
+    import warnings
+
+    import umap
+
+    x = np.asarray(embeddings, np.float32)
+    if len(x) < 4:
+        raise StoreError(f"UMAP needs at least 4 patches, got {len(x)}.")
+    n_neighbors = min(n_neighbors, len(x) - 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*")     # random_state forces one thread: intended
+        three = umap.UMAP(n_components=3, n_neighbors=n_neighbors, random_state=random_state).fit_transform(x)
+        two = umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=random_state).fit_transform(x)
+    low, high = three.min(0), three.max(0)
+    return (three - low) / np.where(high > low, high - low, 1.0), two

@@ -1,0 +1,226 @@
+"""Embedding stores written through Dask, read back by another process; encoders against the networks they
+wrap; SimCLR's loss against its definition; the click protocol and its errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import embeddings, sic, simclr
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def toy_slides(n=2, size=192, seed=0):
+    """Slides with a pink (benign-looking) left half and a dark purple (cancer-looking) right half."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        rgb = np.empty((size, size, 3), np.uint8)
+        rgb[:, : size // 2] = (235, 160, 200)
+        rgb[:, size // 2:] = (90, 50, 140)
+        rgb = np.clip(rgb + rng.normal(0, 12, rgb.shape), 0, 255).astype(np.uint8)
+        tissue = np.ones((size, size), bool)
+        tissue[:16] = False
+        out.append((f"slide_{i}", rgb, tissue))
+    return out
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    client = embeddings.dask_client(n_workers=2)
+    yield client
+    client.close()
+
+
+def test_two_dask_workers_write_stores_that_a_fresh_process_reads_back_identically(dask_client, tmp_path):
+    slides = toy_slides()
+    spec = embeddings.random_encoder(seed=3, widths=(8, 16, 16, 32), input_size=32)
+    assert len(dask_client.scheduler_info()["workers"]) == 2
+    paths = embeddings.extract_embeddings(dask_client, slides, spec, tmp_path / "dask", patch=64, stride=32)
+    # the encoder was built on the workers, not here
+    built = dask_client.run(lambda: sorted(embeddings._MODULES))
+    assert any(spec.fingerprint() in keys for keys in built.values())
+    assert spec.fingerprint() not in embeddings._MODULES
+    # the same extraction in this process is the reference
+    local = embeddings.extract_embeddings(None, slides, spec, tmp_path / "local", patch=64, stride=32)
+    reader = ("import json, sys, numpy as np; from helpers import embeddings; "
+              "stores = embeddings.read_stores(sys.argv[1:]); "
+              "print(json.dumps([[s.embeddings.tolist(), s.centres.tolist(), s.meta['slide_id']] for s in stores]))")
+    done = subprocess.run([sys.executable, "-c", reader, *map(str, paths)], capture_output=True, text=True, cwd=ROOT,
+                          check=True)
+    read_back = json.loads(done.stdout)
+    for (emb, centres, sid), ref_path, (slide_id, _, tissue) in zip(read_back, local, slides):
+        ref = embeddings.read_store(ref_path)
+        np.testing.assert_array_equal(np.asarray(emb, np.float32), ref.embeddings)
+        np.testing.assert_array_equal(np.asarray(centres, np.float32), ref.centres)
+        np.testing.assert_array_equal(ref.centres, embeddings.patch_centres(tissue, 64, 32))
+        assert sid == slide_id
+    meta = embeddings.read_store(paths[0]).meta
+    assert (meta["encoder"], meta["patch_size"], meta["stride"], meta["dims"]) == ("random", 64, 32, 32)
+    # a second run reuses the stores instead of recomputing them
+    stamp = [p.stat().st_mtime_ns for p in paths]
+    assert embeddings.extract_embeddings(dask_client, slides, spec, tmp_path / "dask", 64, 32) == paths
+    assert [p.stat().st_mtime_ns for p in paths] == stamp
+    # another image under the same slide id is never served the old store
+    changed = [(sid, 255 - rgb, tissue) for sid, rgb, tissue in slides[:1]]
+    [path] = embeddings.extract_embeddings(None, changed, spec, tmp_path / "dask", 64, 32)
+    assert path == paths[0] and path.stat().st_mtime_ns != stamp[0]
+    assert embeddings.read_store(path).meta["slide_sha256"] == embeddings.slide_digest(*changed[0][1:])
+
+
+def test_a_worker_error_reaches_the_caller_with_its_message(dask_client, tmp_path):
+    (sid, rgb, tissue) = toy_slides(1)[0]
+    with pytest.raises(ValueError, match="no tile has at least"):
+        embeddings.extract_embeddings(dask_client, [(sid, rgb, np.zeros_like(tissue))], embeddings.handcrafted_encoder(),
+                                      tmp_path, patch=64, stride=32)
+
+
+def test_store_errors_are_named(tmp_path):
+    meta = {"slide_id": "s", "encoder": "random", "encoder_fingerprint": "a", "layer": "l", "input_size": 32,
+            "patch_size": 64, "stride": 32, "min_tissue": 0.5, "standardise": False}
+    x, c = np.ones((5, 3)), np.zeros((5, 2))
+    with pytest.raises(embeddings.StoreError, match="one .row, col. centre per embedded patch"):
+        embeddings.write_store(tmp_path / "a.zarr", x, np.zeros((4, 2)), meta)
+    with pytest.raises(embeddings.StoreError, match="NaN or inf"):
+        embeddings.write_store(tmp_path / "a.zarr", np.where(np.eye(5, 3) > 0, np.nan, x), c, meta)
+    first = embeddings.write_store(tmp_path / "a.zarr", x, c, meta)
+    with pytest.raises(embeddings.StoreError, match="never overwritten"):
+        embeddings.write_store(first, x, c, meta)
+    other = embeddings.write_store(tmp_path / "b.zarr", x, c, meta | {"encoder": "simclr", "encoder_fingerprint": "b"})
+    with pytest.raises(embeddings.StoreError, match="different runs mixed.*'simclr'.*'random'"):
+        embeddings.read_stores([first, other])
+    with pytest.raises(embeddings.StoreError, match="no embedding store"):
+        embeddings.read_store(tmp_path / "missing.zarr")
+    import zarr
+
+    zarr.open_group(str(other), mode="r+")["embeddings"][0, 0] = 7.0      # silent corruption on disk
+    with pytest.raises(embeddings.StoreError, match="checksum"):
+        embeddings.read_store(other)
+    with pytest.raises(embeddings.StoreError, match="unique"):
+        embeddings.extract_embeddings(None, toy_slides(1) * 2, embeddings.handcrafted_encoder(), tmp_path, 64, 32)
+
+
+def test_encoders_equal_the_networks_they_wrap():
+    import timm
+
+    from helpers import models
+
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
+    torch.manual_seed(0)
+    vgg = models.VGG16TileClassifier(0.125).eval()
+    got = embeddings.embed_patches(embeddings.supervised_encoder(vgg, 64), patches)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, vgg.pool(vgg.features(x)).flatten(1).numpy(), rtol=1e-5, atol=1e-6)
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    spec = embeddings.EncoderSpec("imagenet", "efficientnet_lite0", "pool", 64, embeddings._cpu_state(net))
+    mean = torch.tensor(models.EFFNET_LITE0_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.EFFNET_LITE0_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ref = net.forward_head(net.forward_features((x - mean) / std), pre_logits=True).numpy()
+    np.testing.assert_allclose(embeddings.embed_patches(spec, patches), ref, rtol=1e-4, atol=1e-5)
+    assert ref.shape == (3, 1280)
+
+
+def test_handcrafted_features_tell_hematoxylin_from_eosin():
+    from skimage.color import rgb2hed
+
+    purple = np.full((1, 32, 32, 3), (80, 40, 140), np.uint8)
+    pink = np.full((1, 32, 32, 3), (240, 150, 200), np.uint8)
+    feats = embeddings.embed_patches(embeddings.handcrafted_encoder(32), np.concatenate([purple, pink]))
+    assert feats.shape == (2, 20)
+    np.testing.assert_allclose(feats[0, :3], rgb2hed(purple[0]).reshape(-1, 3).mean(0), rtol=1e-5)
+    assert feats[0, 0] > feats[1, 0]                                     # more hematoxylin in the purple patch
+
+
+def test_mask_fraction_equals_counting_pixels():
+    rng = np.random.default_rng(1)
+    mask = rng.random((100, 120)) > 0.6
+    centres = np.array([[16.0, 16.0], [50.0, 70.0], [84.0, 104.0]])
+    expected = [mask[int(r) - 16:int(r) + 16, int(c) - 16:int(c) + 16].mean() for r, c in centres]
+    np.testing.assert_allclose(embeddings.mask_fraction(mask, centres, 32), expected)
+    with pytest.raises(embeddings.StoreError, match="outside"):
+        embeddings.mask_fraction(mask, np.array([[95.0, 60.0]]), 32)
+
+
+def test_nt_xent_equals_the_simclr_formula_written_as_a_loop():
+    torch.manual_seed(0)
+    z1, z2, tau = torch.randn(5, 8), torch.randn(5, 8), 0.3
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    n2, losses = 10, []
+    for i in range(n2):
+        j = (i + 5) % n2
+        sims = torch.stack([z[i] @ z[k] / tau for k in range(n2) if k != i])
+        losses.append(-(z[i] @ z[j] / tau) + torch.logsumexp(sims, 0))
+    assert simclr.nt_xent_loss(z1, z2, tau).item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+    # identical views far from the others → near-zero loss
+    spread = torch.eye(5) * 10
+    assert simclr.nt_xent_loss(spread, spread, 0.05).item() < 1e-3
+
+
+def test_augment_is_reproducible_and_stays_an_image():
+    x = torch.rand(4, 3, 32, 32)
+    a = simclr.augment(x, torch.Generator().manual_seed(1))
+    b = simclr.augment(x, torch.Generator().manual_seed(1))
+    c = simclr.augment(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_simclr_training_lowers_the_loss():
+    rng = np.random.default_rng(0)
+    patches = np.concatenate([np.clip(rng.normal(c, 25, (64, 32, 32, 3)), 0, 255) for c in (60, 200)]).astype(np.uint8)
+    torch.manual_seed(0)
+    model = simclr.SimCLRModel(simclr.SmallResNet((8, 8, 16, 16)), 16)
+    history = simclr.train_simclr(model, patches, epochs=4, batch_size=32, input_size=32, seed=0)
+    assert history[-1]["loss"] < history[0]["loss"]
+    with pytest.raises(ValueError, match="at least two batches"):
+        simclr.train_simclr(model, patches[:10], epochs=1, batch_size=32)
+
+
+def test_umap_rgb_is_min_max_scaled_and_reproducible():
+    x = np.random.default_rng(0).normal(size=(60, 10))
+    colours, xy = embeddings.umap_rgb(x, random_state=0)
+    again, _ = embeddings.umap_rgb(x, random_state=0)
+    assert colours.shape == (60, 3) and xy.shape == (60, 2)
+    np.testing.assert_allclose(colours.min(0), 0, atol=1e-6)
+    np.testing.assert_allclose(colours.max(0), 1, atol=1e-6)
+    np.testing.assert_array_equal(colours, again)
+
+
+def test_click_protocol_on_separable_patches():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (150, 6)), rng.normal(6, 1, (50, 6))])
+    frac = np.r_[np.zeros(150), np.ones(50)]
+    rows = sic.click_protocol(x, frac, clicks=(1, 3), repeats=4, seed=0, max_fallback=0)
+    assert len(rows) == 8 and {r["clicks"] for r in rows} == {1, 3}
+    assert min(r["f1"] for r in rows) > 0.95                 # the first seeded split finds the lesion
+    assert all(r["positive_ratio"] == 0.25 for r in rows)
+    # the paper's extra plain 2-means halves a homogeneous lesion whenever all cancer clicks land in one half:
+    # the clicks cannot see the loss (their F1 stays 1), the patch F1 drops to about 2/3
+    with_fallback = sic.click_protocol(x, frac, clicks=(1, 3), repeats=4, seed=0)
+    for row in with_fallback:
+        assert (row["f1"] < 0.8) == row["fallback_kept"]
+    assert any(r["fallback_kept"] for r in with_fallback)
+
+
+def test_click_errors_are_named():
+    with pytest.raises(sic.SeedError, match="no positive click"):
+        sic.click_seeds(10, [], [1])
+    with pytest.raises(sic.SeedError, match="no negative click"):
+        sic.click_seeds(10, [2], [])
+    with pytest.raises(sic.SeedError, match=r"outside 0…9.*10 patches"):
+        sic.click_seeds(10, [12], [1])
+    with pytest.raises(sic.SeedError, match="both positive and negative"):
+        sic.click_seeds(10, [3], [3])
+    with pytest.raises(sic.SeedError, match="0 cancer and 4 benign"):
+        sic.random_clicks(np.random.default_rng(0), np.zeros(4), 3)
+    with pytest.raises(sic.SeedError, match="one per patch"):
+        sic.click_protocol(np.zeros((4, 2)), np.zeros(3))
+    seeds = sic.click_seeds(6, [4, 5], [0])
+    assert seeds.tolist() == [0, -1, -1, -1, 1, 1]
