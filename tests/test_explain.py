@@ -82,6 +82,10 @@ def test_lime_is_seeded_and_refuses_unknown_options(grading_cnn, tiles):
         explain.explain(grading_cnn, tiles[:1], "lime", target=0, n_samples=100)
     with pytest.raises(ValueError, match="out of range"):
         explain.explain(grading_cnn, tiles[:1], "lime", target=7)
+    with pytest.raises(ValueError, match="use 'float32' or 'bfloat16'"):
+        explain.explain(grading_cnn, tiles[:1], "lime", target=0, precision="float16")
+    # the fast path works on a channels-last copy: the caller's model keeps its layout
+    assert all(p.is_contiguous() for p in grading_cnn.parameters())
 
 
 @pytest.mark.parametrize("method, opts", [("gradcam", {"layer": "relu3"}), ("ig_nt", {"n_samples": 2, "steps": 4}),
