@@ -72,5 +72,7 @@ def test_bad_seeds_are_named():
         sic.seeded_iterative_clustering(x, [0, 0, -1, -1])
     with pytest.raises(sic.SeedError, match="NaN"):
         sic.seeded_iterative_clustering(np.full((4, 2), np.nan), [0, 1, -1, -1])
+    with pytest.raises(sic.SeedError, match="same mean embedding"):
+        sic.SeededKMeans(2).fit(np.array([[1.0, 2.0], [1.0, 2.0], [0.0, 0.0]]), [0, 1, -1])
     with pytest.raises(sic.SeedError, match="no seed of class"):
         sic.SeededKMeans(2).fit(np.random.default_rng(0).normal(size=(5, 2)), [0, 0, -1, -1, -1])
