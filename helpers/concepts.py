@@ -29,18 +29,15 @@ _EPS = 1e-12
 # ------------------------------------------------------------------------------------------------ checks
 def check_features(V, what: str = "feature matrix"):
     """V must be a finite, non-negative 2-D matrix (n × C); returns it as a float32 numpy array or tensor."""
-    if isinstance(V, torch.Tensor):
-        arr = V
-        finite = bool(torch.isfinite(arr).all())
-        negative = bool((arr < 0).any()) if finite else False
-    else:
-        arr = np.asarray(V, dtype=np.float32)
-        finite = bool(np.isfinite(arr).all())
-        negative = bool((arr < 0).any()) if finite else False
+    arr = V if isinstance(V, torch.Tensor) else np.asarray(V, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"{what} must be 2-D (vectors × channels), got shape {tuple(arr.shape)}.")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{what} is empty (shape {tuple(arr.shape)}).")
+    # min and max are reductions without a temporary array: NaN makes them NaN, ±inf shows in one of them
+    low, high = (float(arr.min()), float(arr.max()))
+    finite = math.isfinite(low) and math.isfinite(high)
+    negative = finite and low < 0
     if not finite:
         raise ValueError(f"{what} holds NaN or inf values; NMF needs finite features (check the model's inputs).")
     if negative:
