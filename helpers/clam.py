@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .env import select_device
 from .features import capture
-from .models import get_layer
+from .models import channels_last_copy, get_layer
 
 DEFAULT_LAYER = "autoencoder.encoder.act3"   # last encoder convolution after its activation (ClusterModel)
 
@@ -107,6 +107,7 @@ def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, bat
     model.to(dev).eval()
     acts = layer_activations(model, x, layer, device=dev) if acts is None else acts
     clusters = _targets(model, x, clusters, batch_size, dev)
+    fast, layout = channels_last_copy(model, x.ndim - 2)    # same arithmetic, 2–3× faster convolutions on CPU
     n, n_channels = acts.shape[:2]
     scores = torch.empty(n, n_channels)
     per_block = max(1, batch_size // n_channels)        # whole images per block: their masks computed once
@@ -115,7 +116,7 @@ def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, bat
         masks = channel_masks(acts[block], x.shape[2:])                      # b×H×spatial
         masked = (x[block].unsqueeze(1) * masks.unsqueeze(2)).flatten(0, 1)   # (b·H)×C×spatial
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bfloat16):
-            q = torch.cat([model(masked[i:i + batch_size].to(dev)).float().cpu()
+            q = torch.cat([fast(masked[i:i + batch_size].to(dev).contiguous(memory_format=layout)).float().cpu()
                            for i in range(0, len(masked), batch_size)])
         k = clusters[block].repeat_interleave(n_channels)
         scores[block] = q[torch.arange(len(q)), k].view(-1, n_channels)
