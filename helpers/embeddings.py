@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import building
+
 STORE_FORMAT = 1
 _MODULES: dict = {}     # per process: fingerprint → ready-to-run encoder (a Dask worker builds each once)
 
@@ -203,17 +205,14 @@ def write_store(path, embeddings, centres, meta: dict) -> Path:
     if path.exists() and _is_complete(path):
         raise StoreError(f"{path} already holds a complete store; delete it or write elsewhere (stores are never "
                          "overwritten).")
-    partial = path.with_name(path.name + ".partial")
-    for leftover in (partial, path):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    group = zarr.open_group(str(partial), mode="w")
-    group.create_array("embeddings", data=embeddings, chunks=(min(4096, max(1, len(embeddings))), embeddings.shape[1]))
-    group.create_array("centres", data=centres)
-    group.attrs.update({**meta, "format": STORE_FORMAT, "n_patches": int(len(embeddings)),
-                        "dims": int(embeddings.shape[1]), "embeddings_sha256": _sha256(embeddings),
-                        "complete": True})
-    partial.rename(path)
+    with building(path) as partial:        # <path>.partial, renamed to path when complete
+        group = zarr.open_group(str(partial), mode="w")
+        group.create_array("embeddings", data=embeddings,
+                           chunks=(min(4096, max(1, len(embeddings))), embeddings.shape[1]))
+        group.create_array("centres", data=centres)
+        group.attrs.update({**meta, "format": STORE_FORMAT, "n_patches": int(len(embeddings)),
+                            "dims": int(embeddings.shape[1]), "embeddings_sha256": _sha256(embeddings),
+                            "complete": True})
     return path
 
 

@@ -31,9 +31,13 @@ class SeedError(ValueError):
     """Bad embeddings or seeds, with what to change."""
 
 
-def _check(embeddings, seeds):
+def _float_matrix(embeddings):
     x = np.asarray(embeddings)
-    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)   # float32 stays: half the memory
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)   # float32 stays: half the memory
+
+
+def _check(embeddings, seeds):
+    x = _float_matrix(embeddings)
     if x.ndim != 2:
         raise SeedError(f"embeddings of shape {x.shape}: expected patches × dims.")
     if not np.isfinite(x).all():
@@ -60,8 +64,7 @@ class SeededKMeans:
     def fit(self, embeddings, seeds):
         from sklearn.cluster import KMeans
 
-        x = np.asarray(embeddings)
-        x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+        x = _float_matrix(embeddings)
         y = np.asarray(seeds).astype(int)
         if x.ndim != 2 or y.shape != (len(x),):
             raise SeedError(f"embeddings {x.shape} and seeds {y.shape}: give patches × dims and one seed per patch.")
