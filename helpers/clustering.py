@@ -199,9 +199,11 @@ def predict_q(model: ClusterModel, images, batch_size: int = 256, device="auto")
 
 # ------------------------------------------------------------------------------------------ phase 1: CAE
 def pretrain(model: ConvAutoencoder, images, epochs: int = 200, batch_size: int = 32, lr: float = 1e-3,
-             seed: int = 0, device="auto", desc: str = "CAE pre-training", centre: bool = True) -> list:
+             seed: int = 0, device="auto", desc: str = "CAE pre-training", centre=True) -> list:
     """Train the autoencoder on MSE reconstruction with Adam (paper: 200 epochs); returns the loss per epoch.
-    ``centre``: subtract the images' mean image inside the model first (:meth:`ConvAutoencoder.set_input_mean`)."""
+    ``centre``: what the model subtracts from every input first (:meth:`ConvAutoencoder.set_input_mean`) —
+    True: the training images' mean image; an array of reference images (N×C×…, e.g. healthy scans or a
+    normal atlas): their mean image, so the encoder sees deviations from health; False: nothing."""
     from tqdm.auto import tqdm
 
     dev = select_device(device) if isinstance(device, str) else device
@@ -211,8 +213,17 @@ def pretrain(model: ConvAutoencoder, images, epochs: int = 200, batch_size: int 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x_all = torch.from_numpy(arr)
-    if centre:
-        model.set_input_mean(arr)
+    if isinstance(centre, (bool, np.bool_)):
+        if centre:
+            model.set_input_mean(arr)
+    else:
+        reference = np.asarray(centre, np.float32)
+        if reference.ndim != arr.ndim or reference.shape[1:] != arr.shape[1:]:
+            raise ClusteringError(f"reference images {reference.shape} do not match the training images "
+                                  f"{arr.shape}: centre on images of the same channel and spatial shape.")
+        if not np.isfinite(reference).all():
+            raise ClusteringError("the reference images contain NaN or inf; clean them before centring on them.")
+        model.set_input_mean(reference)
     model = model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
@@ -431,16 +442,24 @@ def _best(scores):
 
 def run_scenario(scenario: str, k_true: int, ks=range(2, 9), n: int = 300, channels=(32, 64, 128),
                  latent_dim: int = 60, pretrain_epochs: int = 200, dec_epochs: int = 500, batch_size: int = 16,
-                 lr: float = 1e-3, gamma: float = 0.1, seed: int = 0, device="auto", lung_hu=None) -> ScenarioResult:
+                 lr: float = 1e-3, gamma: float = 0.1, seed: int = 0, device="auto", lung_hu=None,
+                 centre="healthy") -> ScenarioResult:
     """One of the 9 simulated data sets (paper 004 §4): simulate, pre-train the CAE, choose K by silhouette
-    before the clustering phase, run DEC at every K in ``ks``, choose K again after it, score accuracy."""
+    before the clustering phase, run DEC at every K in ``ks``, choose K again after it, score accuracy.
+    ``centre``: "healthy" centres the CAE on simulated slices without abnormality (a normal-anatomy reference,
+    :func:`synth.healthy_ct_reference`), "mean" on the data set's own mean image (which already contains the
+    average abnormality), or anything :func:`pretrain` accepts."""
     from . import synth
 
     sim = synth.simulate_ct_scenario(scenario, k_true, n=n, seed=seed, lung_hu=lung_hu)
     x = sim.unit
     ae = ConvAutoencoder(x.shape[1:], channels=channels, latent_dim=latent_dim, seed=seed)
+    if isinstance(centre, str):
+        if centre not in ("healthy", "mean"):
+            raise ClusteringError(f"centre = {centre!r}: use 'healthy', 'mean', True, False or reference images.")
+        centre = (synth.healthy_ct_reference(100, seed=seed, lung_hu=lung_hu) if centre == "healthy" else True)
     losses = pretrain(ae, x, epochs=pretrain_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                      desc=f"CAE {scenario} K={k_true}")
+                      desc=f"CAE {scenario} K={k_true}", centre=centre)
     standardise_latent(ae, embed(ae, x, device=device))
     z = embed(ae, x, device=device)
     _, sil_pre = choose_k(z, ks, seed=seed)

@@ -751,19 +751,42 @@ def simulate_ct_scenario(scenario: str, k: int, n: int = 300, size: int = 64, se
         radius = np.round(_levels(*CT_RADIUS_RANGE, k))[labels].astype(np.float32)
     else:
         site = labels.copy()
-    images = np.full((n, size, size), CT_BACKGROUND_HU, np.float32)
-    lesions = np.zeros((n, size, size), bool)
+    images, lesions = _ct_slices(template, rng, lung_hu, intensity, radius, site)
+    return CTSlices(images=images, labels=labels, lesions=lesions, intensity=intensity, radius=radius, site=site,
+                    template=template, scenario=scenario, k=k)
+
+
+def _ct_slices(template, rng, lung_hu, intensity, radius, site):
+    """HU slices of the template with one abnormality each (``intensity`` HU added on a disc), and its masks."""
+    n, shape = len(intensity), template["lung"].shape
+    images = np.full((n,) + shape, CT_BACKGROUND_HU, np.float32)
+    lesions = np.zeros((n,) + shape, bool)
     lung, body, bone = template["lung"], template["body"], template["bone"]
     for i in range(n):
         img = images[i]
         img[body] = rng.normal(40.0, 15.0, body.sum())                  # soft tissue
         img[bone] = rng.normal(700.0, 60.0, bone.sum())
         img[lung] = rng.choice(lung_hu, lung.sum())                       # real lung HU, resampled
-        lesion = disc((size, size), CT_SITES[site[i]], radius[i]) & lung
+        lesion = disc(shape, CT_SITES[site[i]], radius[i]) & lung
         img[lesion] += intensity[i]
         lesions[i] = lesion & (intensity[i] > 0)
-    return CTSlices(images=images, labels=labels, lesions=lesions, intensity=intensity, radius=radius, site=site,
-                    template=template, scenario=scenario, k=k)
+    return images, lesions
+
+
+def healthy_ct_reference(n: int = 100, size: int = 64, seed: int = 0, lung_hu: np.ndarray | None = None):
+    """``n`` slices of the same template with no abnormality, on the networks' [0, 1] scale (N×1×H×W): the
+    simulation's stand-in for a normal-anatomy atlas. Its mean image is the reference the CAE can be centred on
+    (``clustering.pretrain(..., centre=reference)``), so the encoder sees how a slice deviates from health."""
+    if n < 1:
+        raise ValueError(f"n = {n}: the healthy reference needs at least one slice.")
+    if size != 64:
+        raise ValueError("the simulated slice is 64×64 px (paper 004); resample afterwards for another size.")
+    rng = np.random.default_rng([seed, len(CT_SCENARIOS), 0])      # a stream no scenario uses
+    lung_hu = real_lung_hu() if lung_hu is None else np.asarray(lung_hu, np.float32)
+    zeros = np.zeros(n, np.float32)
+    images, _ = _ct_slices(lung_slice_template(size), rng, lung_hu, zeros, zeros + CT_FIXED["radius"],
+                           np.full(n, CT_FIXED["site"], np.int64))
+    return hu_to_unit(images)[:, None]
 
 
 # ----------------------------------------------------------------------------------- simulated CT cohort (3-D)

@@ -184,3 +184,31 @@ def test_ct_simulation_varies_one_factor_at_a_time():
         synth.simulate_ct_scenario("texture", 3)
     with pytest.raises(ValueError, match="2 to 5"):
         synth.simulate_ct_scenario("size", 7)
+
+
+def test_healthy_reference_has_no_abnormality_and_centres_the_cae():
+    lung_hu = synth.real_lung_hu()
+    reference = synth.healthy_ct_reference(40, seed=1, lung_hu=lung_hu)
+    assert reference.shape == (40, 1, 64, 64) and reference.dtype == np.float32
+    lung = synth.lung_slice_template(64)["lung"]
+    site = synth.disc((64, 64), synth.CT_SITES[synth.CT_FIXED["site"]], 6) & lung
+    mean_image = reference[:, 0].mean(0)
+    # the abnormality's site looks like the rest of the lung in healthy slices, unlike in a size data set
+    assert abs(mean_image[site].mean() - mean_image[lung & ~site].mean()) < 0.01
+    sick = synth.simulate_ct_scenario("size", 3, n=30, lung_hu=lung_hu).unit[:, 0].mean(0)
+    assert sick[site].mean() - sick[lung & ~site].mean() > 0.05
+    np.testing.assert_array_equal(reference, synth.healthy_ct_reference(40, seed=1, lung_hu=lung_hu))
+
+    ae = clustering.ConvAutoencoder((1, 64, 64), channels=(4, 6, 8), latent_dim=5, seed=0)
+    x = synth.simulate_ct_scenario("size", 3, n=12, lung_hu=lung_hu).unit
+    clustering.pretrain(ae, x, epochs=1, batch_size=6, device="cpu", centre=reference)
+    np.testing.assert_allclose(ae.input_mean.numpy(), reference.mean(0), atol=1e-6)
+    clustering.pretrain(ae, x, epochs=1, batch_size=6, device="cpu", centre=True)
+    np.testing.assert_allclose(ae.input_mean.numpy(), x.mean(0), atol=1e-6)
+    with pytest.raises(clustering.ClusteringError, match="do not match"):
+        clustering.pretrain(ae, x, epochs=1, device="cpu", centre=reference[:, :, :32, :32])
+    with pytest.raises(clustering.ClusteringError, match="NaN"):
+        clustering.pretrain(ae, x, epochs=1, device="cpu", centre=np.full_like(reference[:2], np.nan))
+    with pytest.raises(clustering.ClusteringError, match="'healthy', 'mean'"):
+        clustering.run_scenario("size", 3, ks=[3], n=12, channels=(4, 6, 8), pretrain_epochs=1, dec_epochs=1,
+                                device="cpu", lung_hu=lung_hu, centre="atlas")
