@@ -23,6 +23,7 @@ from .features import capture
 from .models import channels_last_copy, get_layer
 
 DEFAULT_LAYER = "autoencoder.encoder.act3"   # last encoder convolution after its activation (ClusterModel)
+_BLOCK_VALUES = 2 ** 25                       # masked-copy values built per block in channel_scores
 
 
 def find_layer(model, name: str):
@@ -108,9 +109,14 @@ def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, bat
     acts = layer_activations(model, x, layer, device=dev) if acts is None else acts
     clusters = _targets(model, x, clusters, batch_size, dev)
     fast, layout = channels_last_copy(model, x.ndim - 2)    # same arithmetic, 2–3× faster convolutions on CPU
+    if fast is not model:           # a private copy: its activations may overwrite their input (no extra buffer)
+        for module in fast.modules():
+            if isinstance(module, (torch.nn.LeakyReLU, torch.nn.ReLU)):
+                module.inplace = True
     n, n_channels = acts.shape[:2]
     scores = torch.empty(n, n_channels)
-    per_block = max(1, batch_size // n_channels)        # whole images per block: their masks computed once
+    # whole images per block, their masks and masked copies built at once (about 32 M values, 128 MB)
+    per_block = max(1, min(n, _BLOCK_VALUES // (n_channels * x[0].numel())))
     for start in range(0, n, per_block):
         block = slice(start, min(start + per_block, n))
         masks = channel_masks(acts[block], x.shape[2:])                      # b×H×spatial
