@@ -451,12 +451,12 @@ def run_scenario(scenario: str, k_true: int, ks=range(2, 9), n: int = 300, chann
     average abnormality), or anything :func:`pretrain` accepts."""
     from . import synth
 
+    if isinstance(centre, str) and centre not in ("healthy", "mean"):
+        raise ClusteringError(f"centre = {centre!r}: use 'healthy', 'mean', True, False or reference images.")
     sim = synth.simulate_ct_scenario(scenario, k_true, n=n, seed=seed, lung_hu=lung_hu)
     x = sim.unit
     ae = ConvAutoencoder(x.shape[1:], channels=channels, latent_dim=latent_dim, seed=seed)
     if isinstance(centre, str):
-        if centre not in ("healthy", "mean"):
-            raise ClusteringError(f"centre = {centre!r}: use 'healthy', 'mean', True, False or reference images.")
         centre = (synth.healthy_ct_reference(100, seed=seed, lung_hu=lung_hu) if centre == "healthy" else True)
     losses = pretrain(ae, x, epochs=pretrain_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       desc=f"CAE {scenario} K={k_true}", centre=centre)
