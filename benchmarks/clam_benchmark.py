@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _timing import best_of as timed  # noqa: E402  (benchmarks/ is the script's folder)
 from helpers import clam, clustering, synth  # noqa: E402
-
-
-def timed(fn, repeats: int = 3):
-    """Result and the best of ``repeats`` timings (the first call of a batch shape pays one-off set-up costs
-    in oneDNN; every method gets the same number of tries)."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - started)
-    return value, best
 
 
 def main(channels, n_images: int, k: int, batch_size: int, seed: int):

@@ -11,12 +11,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _timing import best_of  # noqa: E402  (benchmarks/ is the script's folder)
 from helpers import concepts  # noqa: E402
 
 
@@ -32,17 +32,6 @@ def activation_like(n, c=512, k=6, seed=0, sparsity_shift=0.6):
         block = w @ h + rng.normal(0, 0.5, (rows, c)).astype(np.float32) - sparsity_shift
         out[start: start + rows] = np.maximum(block, 0)
     return out
-
-
-def best_of(fn, repeats: int = 3):
-    """Result and the best of ``repeats`` wall-clock timings (both sides get the same number of tries, so a
-    noisy neighbour on a shared CPU does not decide the ratio)."""
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - started)
-    return value, best
 
 
 def in_memory(rows, k, repeats: int = 3):

@@ -217,16 +217,23 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def channels_last_copy(model, spatial_dims: int = 2):
+def channels_last_copy(model, spatial_dims: int = 2, inplace_activations: bool = False):
     """A copy of ``model`` with its weights in channels-last layout and the memory format its inputs should
     use. On CPUs (oneDNN) 2-D convolutions run 2–3× faster this way with the same arithmetic; the caller's
     model keeps its layout. Other than 2-D (``spatial_dims`` 3: 3-D convolutions), the model itself is returned
-    in its own layout (torch converts 3-D models only when every 4-D/5-D tensor in them is 5-D)."""
+    in its own layout (torch converts 3-D models only when every 4-D/5-D tensor in them is 5-D).
+    ``inplace_activations``: the copy's ReLU / LeakyReLU overwrite their input (no extra buffer; for inference
+    only — never applied to the caller's own model)."""
     import copy
 
     if spatial_dims != 2:
         return model, torch.contiguous_format
-    return copy.deepcopy(model).to(memory_format=torch.channels_last), torch.channels_last
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    if inplace_activations:
+        for module in fast.modules():
+            if isinstance(module, (nn.LeakyReLU, nn.ReLU)):
+                module.inplace = True
+    return fast, torch.channels_last
 
 
 def get_layer(model, name: str):
