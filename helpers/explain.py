@@ -93,8 +93,43 @@ METHODS = tuple(CAM_METHODS) + CAPTUM_METHODS + ("lime",)
 
 
 # ------------------------------------------------------------------------------------------------ LIME
+def forward_selection(data, labels, weights, num_features: int):
+    """lime's ``LimeBase.forward_selection`` (greedy: add, one at a time, the feature whose weighted least-squares
+    fit with intercept has the highest weighted R²), computed for all candidate features at once from one weighted
+    Gram matrix instead of two scikit-learn calls (fit, score) per candidate and step. Same selections, in the same
+    order, as lime's (tests/test_explain.py compares them). Returns None where the weighted variance of ``labels``
+    is zero: R² is then undefined and lime's own loop decides (the caller falls back to it)."""
+    data, labels, weights = (np.asarray(a, np.float64) for a in (data, labels, weights))
+    total = weights.sum()
+    centred = data - weights @ data / total
+    centred_labels = labels - weights @ labels / total
+    total_ss = weights @ centred_labels ** 2
+    if not total_ss > 1e-12 * max(weights @ labels ** 2, 1e-300):
+        return None
+    gram = centred.T @ (weights[:, None] * centred)                     # S × S
+    cross = centred.T @ (weights * centred_labels)                       # S
+    used: list[int] = []
+    for _ in range(min(num_features, data.shape[1])):
+        candidates = np.array([f for f in range(data.shape[1]) if f not in used])
+        subsets = np.concatenate([np.tile(used, (len(candidates), 1)), candidates[:, None]], 1).astype(int)
+        sub_gram = gram[subsets[:, :, None], subsets[:, None, :]]        # C × k × k
+        sub_cross = cross[subsets]                                       # C × k
+        # least squares through the pseudo-inverse: the residual of lstsq also where features are collinear
+        coef = np.einsum("cij,cj->ci", np.linalg.pinv(sub_gram, hermitian=True), sub_cross)
+        scores = 1 - (total_ss - np.einsum("ci,ci->c", coef, sub_cross)) / total_ss
+        used.append(int(candidates[np.argmax(scores)]))
+    return np.array(used)
+
+
 def _lime_explainer_class():
-    from lime import lime_image
+    from lime import lime_base, lime_image
+
+    class VectorisedSelectionLimeBase(lime_base.LimeBase):
+        """lime's surrogate fitting with :func:`forward_selection` in place of its per-candidate loop."""
+
+        def forward_selection(self, data, labels, weights, num_features):
+            selected = forward_selection(data, labels, weights, num_features)
+            return super().forward_selection(data, labels, weights, num_features) if selected is None else selected
 
     class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
         """lime's image explainer with its perturbations run in large vectorised batches through a torch model.
@@ -104,11 +139,15 @@ def _lime_explainer_class():
         ``data_labels`` changes: instead of copying the image and masking segment by segment in a Python loop,
         all perturbed images of a batch are built at once as where(on[segments], image, fudged), and each
         distinct on/off pattern goes through the model once (a small patch has few segments — 96 px patches
-        get 5–15 from quickshift — so 1000 draws repeat patterns; the model's output for a repeat is the same)."""
+        get 5–15 from quickshift — so 1000 draws repeat patterns; the model's output for a repeat is the same).
+        The greedy feature selection that precedes lime's ridge surrogate is computed for all candidates at once
+        (:func:`forward_selection`, the same selections)."""
 
-        def __init__(self, predict_tensor, batch_size: int = 256, **kwargs):
+        def __init__(self, predict_tensor, batch_size: int = 32, **kwargs):
             super().__init__(**kwargs)
             self.predict_tensor, self.perturb_batch = predict_tensor, int(batch_size)
+            self.base = VectorisedSelectionLimeBase(self.base.kernel_fn, self.base.verbose,
+                                                    random_state=self.base.random_state)
 
         def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
             n_features = np.unique(segments).shape[0]
@@ -136,7 +175,7 @@ def lime_segmentation(seed: int = 0):
 
 
 def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: int = 3, seed: int = 0,
-              batch_size: int = 64, device="auto", positive_only: bool = True, progress: bool = False,
+              batch_size: int = 32, device="auto", positive_only: bool = True, progress: bool = False,
               precision: str = "float32") -> np.ndarray:
     """LIME maps N × H × W: the ``num_features`` segments with the largest surrogate weights for ``target``
     (positive weights only by default, as lime's ``get_image_and_mask(positive_only=True)``), each filled with its
@@ -146,6 +185,7 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
     faster on CPUs with bfloat16 units; probabilities change in the third digit, so check the top segments —
     benchmarks/lime_benchmark.py does)."""
     import contextlib
+    from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
@@ -157,7 +197,7 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
     x, dev, model, targets = _prepare(model, images, target, device)
     with torch.no_grad():
         n_out = model(x[:1].to(dev)).shape[-1]
-    fast, layout = channels_last_copy(model)
+    fast, layout = channels_last_copy(model, inplace_activations=True)
 
     @torch.inference_mode()
     def predict_tensor(batch):
@@ -167,17 +207,22 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
         return (torch.softmax(out, 1) if n_out > 1 else out).double().cpu().numpy()
 
     explainer_class = _lime_explainer_class()
+    images_hwc = [x[i].permute(1, 2, 0).numpy().astype(np.float64) for i in range(len(x))]
     maps = np.zeros((len(x), x.shape[2], x.shape[3]), np.float32)
-    for i in tqdm(range(len(x)), desc="LIME", disable=not progress, leave=False):
-        explainer = explainer_class(predict_tensor, batch_size=batch_size, random_state=seed)
-        image = x[i].permute(1, 2, 0).numpy().astype(np.float64)
-        label = int(targets[i])
-        exp = explainer.explain_instance(image, None, labels=(label,), top_labels=None,
-                                         num_features=num_features, num_samples=num_samples,
-                                         segmentation_fn=lime_segmentation(seed), random_seed=seed)
-        weights = [(f, w) for f, w in exp.local_exp[label] if (w > 0 or not positive_only)][:num_features]
-        for f, w in weights:
-            maps[i][exp.segments == f] = w
+    # lime's quickshift runs in C without the GIL: segmenting the next patches in a second thread overlaps it
+    # with the model's forward passes on the current one (same segments as lime's serial call)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        segmentations = [pool.submit(lime_segmentation(seed), image) for image in images_hwc]
+        for i in tqdm(range(len(x)), desc="LIME", disable=not progress, leave=False):
+            explainer = explainer_class(predict_tensor, batch_size=batch_size, random_state=seed)
+            label = int(targets[i])
+            exp = explainer.explain_instance(images_hwc[i], None, labels=(label,), top_labels=None,
+                                             num_features=num_features, num_samples=num_samples,
+                                             segmentation_fn=lambda _image, done=segmentations[i]: done.result(),
+                                             random_seed=seed)
+            weights = [(f, w) for f, w in exp.local_exp[label] if (w > 0 or not positive_only)][:num_features]
+            for f, w in weights:
+                maps[i][exp.segments == f] = w
     return maps
 
 

@@ -74,6 +74,28 @@ def test_lime_equals_lime_image(grading_cnn, tiles):
         assert set(np.unique(ref.segments[ours[i] != 0])) == {f for f, _ in top}
 
 
+def test_vectorised_forward_selection_equals_lime():
+    from lime import lime_base
+
+    lime = lime_base.LimeBase(lambda d: np.sqrt(np.exp(-(d ** 2) / 0.25 ** 2)), random_state=0)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n_segments, n_samples = int(rng.integers(2, 16)), int(rng.integers(20, 600))
+        data = rng.integers(0, 2, (n_samples, n_segments))
+        data[0] = 1
+        weights = rng.random(n_samples)
+        labels = data @ rng.normal(size=n_segments) * rng.random() + rng.normal(size=n_samples) * rng.random()
+        k = int(rng.integers(1, 7))
+        expected = lime.forward_selection(data, labels, weights, k)
+        assert np.array_equal(explain.forward_selection(data, labels, weights, k), expected)
+    # a duplicated segment column (collinear): the same choice as lime's least squares
+    data = np.concatenate([data, data[:, :1]], 1)
+    assert np.array_equal(explain.forward_selection(data, labels, weights, 4),
+                          lime.forward_selection(data, labels, weights, 4))
+    # constant labels (a saturated probability): R² is undefined, lime's own loop must decide
+    assert explain.forward_selection(data, np.full(len(data), 0.7), weights, 3) is None
+
+
 def test_lime_is_seeded_and_refuses_unknown_options(grading_cnn, tiles):
     a = explain.explain(grading_cnn, tiles[:1], "lime", target=0, num_samples=100, seed=1)
     b = explain.explain(grading_cnn, tiles[:1], "lime", target=0, num_samples=100, seed=1)
