@@ -62,6 +62,27 @@ def test_regression_net_heads_and_frozen_backbone():
     assert r2[0] == pytest.approx(1.0) and r2[1] == pytest.approx(1 - 1 / 8)
 
 
+def test_test_time_symmetries_average_the_eight_turned_patches():
+    torch.manual_seed(0)
+    # a network that sees where things are (flatten, no pooling): its output changes when the patch is turned
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 2))
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    scale = {"mean": [1.0, -2.0], "std": [0.5, 3.0]}
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        turned = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+        by_hand = torch.stack([net(t) for t in turned + [torch.flip(t, dims=(3,)) for t in turned]]).mean(0)
+    expected = by_hand.numpy() * np.array(scale["std"]) + np.array(scale["mean"])
+    np.testing.assert_allclose(train.predict_regression(net, images, scale | {"symmetries": 8}), expected,
+                               rtol=1e-5, atol=1e-5)
+    plain = train.predict_regression(net, images, scale)                       # no "symmetries": one pass
+    np.testing.assert_allclose(plain, net(x).detach().numpy() * np.array(scale["std"]) + np.array(scale["mean"]),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(plain, expected, atol=1e-3)                         # the average did change something
+    with pytest.raises(ValueError, match="use 1 \\(none\\), 2, 4 or 8"):
+        train.predict_regression(net, images, scale, symmetries=3)
+
+
 # -------------------------------------------------------------------------------------- explanations
 def _small_regressor():
     torch.manual_seed(0)
