@@ -123,7 +123,6 @@ def evaluate_loss(model, loader, loss_fn, device) -> float:
     return value
 
 
-@torch.no_grad()
 @torch.inference_mode()
 def predict(model, images, batch_size: int = 32, device="auto", desc: str | None = None):
     """Model outputs (logits) for N×H×W×3 uint8 images or a dataset yielding (x, y); returns a CPU tensor.
@@ -144,24 +143,6 @@ def predict(model, images, batch_size: int = 32, device="auto", desc: str | None
 
 
 # ----------------------------------------------------------------------------------------- augmentations
-def per_patch_flips_and_rotations(x, y):
-    """One of the 8 symmetries of the square drawn for every patch of the batch (for targets that do not
-    change under them: MD, FA, cell count). Each batch then mixes orientations instead of showing all its patches
-    turned the same way."""
-    if y.ndim == x.ndim:
-        raise ValueError("per_patch_flips_and_rotations is for per-patch targets; masks need flips_and_rotations.")
-    k = torch.randint(0, 4, (len(x),))
-    flip = torch.randint(0, 2, (len(x),)).bool()
-    out = torch.empty_like(x)
-    for turns in range(4):
-        for flipped in (False, True):
-            pick = (k == turns) & (flip == flipped)
-            if pick.any():
-                part = torch.rot90(x[pick], turns, dims=(-2, -1))
-                out[pick] = torch.flip(part, dims=(-1,)) if flipped else part
-    return out, y
-
-
 def flips_and_rotations(x, y):
     """Random 90° rotations and flips of a batch (histology has no up or down); masks follow the images."""
     k = int(torch.randint(0, 4, (1,)))
@@ -494,8 +475,6 @@ TRAINING_PRESETS["regression"] = {
                   test_time_symmetries=4),
 }
 REGRESSION_TARGETS = ("md", "fa", "cc")
-# the preset's ``augment``: one symmetry per batch (True), one per patch ("per_patch"), none (False)
-REGRESSION_AUGMENTATIONS = {True: flips_and_rotations, "per_patch": per_patch_flips_and_rotations, False: None}
 
 
 def regression_split(samples, train_samples, seed: int):
@@ -578,7 +557,7 @@ def ensure_regression_model(data_dir, targets=("md", "fa"), smoke: bool = False,
         sets = [data.ArrayDataset(reg["images"], z, ids) for ids in (train_idx, val_idx)]
         common = dict(batch_size=cfg["batch_size"], patience=cfg["patience"], device=device, seed=seed,
                       # MD, FA and the cell count do not change under 90° rotations and flips of the patch
-                      augment=REGRESSION_AUGMENTATIONS[cfg["augment"]], optimizer="adamw",
+                      augment=flips_and_rotations if cfg["augment"] else None, optimizer="adamw",
                       weight_decay=cfg["weight_decay"])
         model.set_backbone_trainable(False)
         frozen = fit(model, *sets, nn.MSELoss(), epochs=cfg["frozen_epochs"], lr=cfg["frozen_lr"],
