@@ -315,7 +315,10 @@ def to_tensor_images(images):
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected images of shape N×H×W×3 (channels last), got {arr.shape}.")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:      # a read-only memory map of a cache: torch wants its own (small uint8) copy
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class ArrayDataset:
