@@ -500,14 +500,15 @@ def regression_targets(reg, targets) -> np.ndarray:
 
 
 def square_symmetries(images, count: int = 8):
-    """The first ``count`` of the 8 symmetries of the square of N×H×W×C images, one array each: rotations by 0,
-    90, 180 and 270° (count 4 gives these), then the same four of the mirrored images (count 8)."""
+    """The first ``count`` of the 8 symmetries of the square of N×H×W×C images, one array at a time (only one
+    turned copy in memory): rotations by 0, 90, 180 and 270° (count 4 gives these), then the same four of the
+    mirrored images (count 8)."""
     if count not in (1, 2, 4, 8):
         raise ValueError(f"symmetries={count}: use 1 (none), 2, 4 or 8.")
     arr = np.asarray(images)
     turns_and_flips = [(k, flip) for flip in (False, True) for k in range(4)][:count]
-    return [np.ascontiguousarray(np.flip(np.rot90(arr, k, axes=(1, 2)), axis=2) if flip
-                                 else np.rot90(arr, k, axes=(1, 2))) for k, flip in turns_and_flips]
+    return (np.ascontiguousarray(np.flip(np.rot90(arr, k, axes=(1, 2)), axis=2) if flip
+                                 else np.rot90(arr, k, axes=(1, 2))) for k, flip in turns_and_flips)
 
 
 def predict_regression(model, images, scale: dict, device="auto", batch_size: int = 32,
