@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run smoke test lab install clean-outputs
+.PHONY: run smoke test lab install clean-outputs expected seeds
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,6 +20,17 @@ run: $(STAMP)
 
 smoke: $(STAMP)
 	$(PY) -m helpers.runner --smoke --output outputs/smoke
+
+# the smoke references in tests/expected/: regenerate on purpose, then review `git diff tests/expected`
+expected: $(STAMP)
+	$(PY) -m helpers.runner --smoke --output outputs/smoke --update-expected
+
+# the seed study: default runs at seeds 1 and 2 beside `make run`'s seed 0, recorded in tests/expected/
+seeds: $(STAMP)
+	@test -f outputs/07_sarcoidosis_clam/metrics.json || { echo "run \`make run\` (seed 0) first"; exit 1; }
+	$(PY) -m helpers.runner --seed 1 --output outputs/seeds/seed1
+	$(PY) -m helpers.runner --seed 2 --output outputs/seeds/seed2
+	$(PY) -m helpers.runner --record-seeds
 
 test: $(STAMP)
 	$(PY) -m pytest

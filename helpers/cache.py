@@ -36,6 +36,19 @@ def _canonical(config) -> dict:
     return json.loads(json.dumps(config, sort_keys=True, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
+def source_fingerprint(*modules) -> str:
+    """A short hash of the source code of ``modules``. Caches put it in their config, so that an artefact built
+    by other code (an older commit, a local edit) is rebuilt instead of being reused under the same settings
+    with other numbers."""
+    import inspect
+
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(module.__name__.encode())
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:12]
+
+
 def config_key(config) -> str:
     """A short stable hash of a config, used in cache folder names."""
     return hashlib.sha256(json.dumps(_canonical(config), sort_keys=True).encode()).hexdigest()[:10]

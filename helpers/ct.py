@@ -1,9 +1,15 @@
 """CT and MRI volume I/O: NIfTI (nibabel) and DICOM (pydicom), with checks that name the problem."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+# ANTs registration gives the same numbers twice only on one ITK thread (measured: a multi-threaded SyN differs
+# from run to run even with a fixed seed). ITK reads this variable when it builds its first filter, so it is set
+# here, before any; a value the user set beforehand is kept.
+ITK_THREADS = os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 
 def load_nifti(path, ndim: int | None = None, allow_nonfinite: bool = False):
@@ -161,8 +167,11 @@ class _Quiet:
 
 
 class _AntsSeed:
-    """Seed ANTs' random metric sampling for the duration of a call. Multi-threaded registration is still not
-    bit-reproducible (measured: repeated SyN runs differ); ``ants.set_ants_deterministic`` forces one thread."""
+    """Make one ANTs call reproducible: seed its random metric sampling and run ITK on one thread.
+
+    Measured (antspyx 0.6): a multi-threaded SyN gives other numbers on every run even with a fixed seed, and
+    ANTs reads a seed of 0 as "seed from the clock", so the collection's seed s is passed as s + 1. The single
+    ITK thread is set when this module is imported (see ITK_THREADS below)."""
 
     def __init__(self, seed):
         self.seed = seed
@@ -171,7 +180,7 @@ class _AntsSeed:
         import ants
 
         self._saved = ants.config._random_seed
-        ants.config._random_seed = None if self.seed is None else int(self.seed)
+        ants.config._random_seed = None if self.seed is None else int(self.seed) + 1
 
     def __exit__(self, *exc):
         import ants

@@ -61,7 +61,8 @@ def choose_preset(table: dict, name: str, smoke: bool, overrides: dict, what: st
 
 def preset(name: str, smoke: bool = False, **overrides) -> dict:
     """The configuration of a simulated data set (``default`` or ``smoke``), with optional overrides."""
-    return choose_preset(PRESETS, name, smoke, overrides) | {"simulator_version": synth.SIMULATOR_VERSION}
+    return choose_preset(PRESETS, name, smoke, overrides) | {"simulator_version": synth.SIMULATOR_VERSION,
+                                                             "simulator_code": cache.source_fingerprint(synth)}
 
 
 def check_data_dir(data_dir) -> Path:

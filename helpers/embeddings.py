@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,8 +352,16 @@ def dask_client(scheduler_address: str | None = None, n_workers: int = 2):
         except OSError as err:
             raise ConnectionError(f"no Dask scheduler answers at {scheduler_address!r} ({err}); start one with "
                                   "`dask scheduler` or leave DASK_SCHEDULER empty for a local cluster.") from None
-    return Client(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                  silence_logs=logging.ERROR)
+    # Dask's nannies write their workers' settings (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, PYTHONHASHSEED, …) into
+    # this process's own environment. Measured: a notebook kernel or a later process started from here then runs
+    # torch on one thread and records other numbers (1e-6 apart, more after training). The workers keep them.
+    saved = dict(os.environ)
+    try:
+        return Client(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stride: int,

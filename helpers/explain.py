@@ -245,7 +245,8 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
     itself; one index for all images or one per image), so higher predictions give higher attributions, as in paper 003). CAM methods need ``layer``; captum
     methods take: ``stdev`` (noise σ as a fraction of the input range, smoothgrad / ig_nt, default 0.15),
     ``n_samples`` (default 30), ``steps`` (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4),
-    ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default). ``lime`` takes
+    ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default), ``seed`` (0: the noise of
+    smoothgrad / ig_nt, drawn from its own generator). ``lime`` takes
     ``num_samples`` (1000), ``num_features`` (3), ``seed`` (0), ``positive_only`` (True): see :func:`lime_maps`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
@@ -259,7 +260,22 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
         if unknown:
             raise ValueError(f"lime does not take {sorted(unknown)}; it takes {sorted(keys)}.")
         return _finite(lime_maps(model, images, target, device=device, **options), method)
+    unknown = set(options) - CAPTUM_OPTIONS
+    if unknown:
+        raise ValueError(f"{method} does not take {sorted(unknown)}; captum methods take {sorted(CAPTUM_OPTIONS)}.")
     x, dev, model, targets = _prepare(model, images, target, device)
+    # the noise of SmoothGrad / NoiseTunnel comes from a generator seeded per call, not from the global one, so a
+    # map does not depend on what ran before it (training a model or loading it from the cache)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(int(options.pop("seed", 0)))
+        maps = _captum_maps(model, x, dev, targets, method, batch_size, options)
+    return _finite(maps, method)
+
+
+CAPTUM_OPTIONS = {"stdev", "n_samples", "steps", "window", "stride", "reduce", "seed"}
+
+
+def _captum_maps(model, x, dev, targets, method, batch_size, options) -> np.ndarray:
     import captum.attr as ca
 
     stdev = float(options.get("stdev", 0.15)) * float(x.max() - x.min() or 1.0)
@@ -287,7 +303,7 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
             attr = ca.Occlusion(model).attribute(xb, sliding_window_shapes=(3, w, w), strides=(3, s, s),
                                                  baselines=0.0, target=batch_targets)
         out.append(_reduce_channels(attr, reduce))
-    return _finite(np.concatenate(out).astype(np.float32), method)
+    return np.concatenate(out).astype(np.float32)
 
 
 def _finite(maps, method):

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 _state: dict = {"output_dir": None, "started": None}
+CLAIMS_FILE = "claims.json"
+VERDICTS = {True: "reproduces", False: "does not reproduce"}
 
 
 def init(output_dir, fresh: bool = True) -> Path:
@@ -21,9 +23,10 @@ def init(output_dir, fresh: bool = True) -> Path:
     path = ensure_writable_dir(output_dir, what="OUTPUT_DIR")
     _state["output_dir"] = path
     _state["started"] = time.perf_counter()
-    metrics = path / "metrics.json"
-    if fresh and metrics.exists():
-        metrics.unlink()
+    if fresh:
+        for name in ("metrics.json", CLAIMS_FILE):
+            if (path / name).exists():
+                (path / name).unlink()
     return path
 
 
@@ -106,3 +109,97 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
     path = output_dir() / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dict | None = None) -> bool:
+    """Record one claim of the paper as a verdict of this run.
+
+    ``metrics.json`` gets ``claim_<name>`` (true when the claim reproduces here) and every number of
+    ``evidence`` (metric name → value) that the verdict rests on; ``claims.json`` keeps the row (statement, the
+    paper's value, this run's value as text) for :func:`claims_table`. ``here`` is meant to be an f-string of
+    the evidence, so that no number in the table is typed by hand."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"claim name {name!r} must be a short identifier such as 'gradcam_best' "
+                         "(it becomes the metric claim_<name>).")
+    if not isinstance(holds, (bool, np.bool_)):
+        raise TypeError(f"claim {name!r}: holds must be True or False (the verdict), got {type(holds).__name__}; "
+                        "compare the evidence with the paper's statement to get one.")
+    evidence = dict(evidence or {})
+    for key, value in evidence.items():
+        record(key, value)
+    verdict = bool(record(f"claim_{name}", bool(holds)))
+    path = output_dir() / CLAIMS_FILE
+    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["name"] != name]
+    rows.append({"name": name, "statement": statement, "paper": str(paper), "here": str(here), "holds": verdict,
+                 "evidence": sorted(evidence)})
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+    tmp.replace(path)
+    return verdict
+
+
+def claims(output_dir_path=None) -> list[dict]:
+    """The claims recorded so far (in ``output_dir_path``, default the current OUTPUT_DIR), in order."""
+    path = Path(output_dir_path or output_dir()) / CLAIMS_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def seed_verdicts(notebook: str) -> dict:
+    """Verdicts of each claim over the seeds of the recorded seed study (``make seeds``), from
+    ``tests/expected/<notebook>.json``: claim name → list of verdicts (one per seed). Empty when the file or
+    the study is missing (e.g. helpers installed without the repository)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "expected" / f"{notebook}.json"
+    if not path.exists():
+        return {}
+    seeds = json.loads(path.read_text()).get("default", {}).get("seeds", {})
+    verdicts: dict = {}
+    for metrics in seeds.values():
+        for key, value in metrics.items():
+            if key.startswith("claim_"):
+                verdicts.setdefault(key[len("claim_"):], []).append(bool(value))
+    return verdicts
+
+
+def claims_table(notebook: str | None = None):
+    """The paper-vs-here table of the recorded claims (a pandas DataFrame): statement, the paper's value, this
+    run's value and the verdict. With ``notebook`` (its file stem) a column gives the verdicts of the recorded
+    seed study; a claim whose verdict differs between seeds is called unstable there."""
+    import pandas as pd
+
+    rows = claims()
+    study = seed_verdicts(notebook) if notebook else {}
+    table = pd.DataFrame({
+        "claim": [r["statement"] for r in rows],
+        "paper": [r["paper"] for r in rows],
+        "here": [r["here"] for r in rows],
+        "verdict": [VERDICTS[r["holds"]] for r in rows],
+    }, index=pd.Index([r["name"] for r in rows], name="claim_"))
+    if study:
+        table["seeds 0, 1, 2"] = [seed_verdict(study.get(r["name"], [])) for r in rows]
+    return table
+
+
+def seed_verdict(verdicts: list) -> str:
+    """'holds' / 'fails' when every seed agrees, 'unstable' when they differ, 'not studied' when empty."""
+    if not verdicts:
+        return "not studied"
+    if all(verdicts):
+        return f"holds at all {len(verdicts)}"
+    if not any(verdicts):
+        return f"fails at all {len(verdicts)}"
+    return f"unstable ({sum(verdicts)} of {len(verdicts)} hold)"
+
+
+def claims_summary(notebook: str | None = None) -> str:
+    """One Markdown sentence naming which claims reproduce, which do not, and which are unstable across seeds."""
+    rows = claims()
+    study = seed_verdicts(notebook) if notebook else {}
+    unstable = [r["name"] for r in rows if len(set(study.get(r["name"], []))) > 1]
+    held = [r["name"] for r in rows if r["holds"] and r["name"] not in unstable]
+    failed = [r["name"] for r in rows if not r["holds"] and r["name"] not in unstable]
+    parts = [f"**{len(held)} of {len(rows)} claims reproduce here**" + (f" ({', '.join(held)})" if held else "")]
+    parts.append(f"{len(failed)} do not" + (f" ({', '.join(failed)})" if failed else ""))
+    if study:
+        parts.append(f"{len(unstable)} change verdict between seeds 0, 1 and 2" + (f" ({', '.join(unstable)})" if unstable else ""))
+    return "; ".join(parts) + "."

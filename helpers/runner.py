@@ -3,6 +3,12 @@
     python -m helpers.runner                 # default parameters → outputs/<stem>/
     python -m helpers.runner --smoke         # SMOKE=True everywhere
     python -m helpers.runner 01 03           # only notebooks whose name starts with 01 or 03
+    python -m helpers.runner --smoke --update-expected   # `make expected`: record the smoke references
+    python -m helpers.runner --seed 1 --output outputs/seeds/seed1   # a default run at another seed
+    python -m helpers.runner --record-seeds                # `make seeds`' last step: the seed study → tests/expected/
+
+The smoke references in ``tests/expected/<stem>.json`` are every number a SMOKE run records (run times aside);
+the regression test compares each run with them. Regenerating them is a deliberate act: review the diff.
 """
 from __future__ import annotations
 
@@ -13,6 +19,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = ROOT / "tests" / "expected"
+# The smoke references are compared at this relative tolerance (and 1e-12 absolute). Measured: two SMOKE runs
+# on one machine, with the caches cold (everything built) and warm (everything loaded), record identical
+# numbers, so anything wider would only hide changes; 1e-9 leaves room for the decimal round trip of JSON.
+SMOKE_REL_TOL = 1e-9
+SMOKE_ABS_TOL = 1e-12
+
+
+def is_timing(name: str) -> bool:
+    """Run times are recorded but never compared: a busy machine is slower without the code being wrong."""
+    return "seconds" in name
 
 
 def notebooks(selection=()) -> list[Path]:
@@ -27,14 +44,155 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
     """Execute one notebook into ``output_root/<stem>/`` (executed copy, figures, metrics.json)."""
     import papermill as pm
 
-    out_dir = output_root / nb.stem
+    # absolute paths: the notebook runs with notebooks/ as its working directory
+    out_dir = Path(output_root).resolve() / nb.stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"SMOKE": bool(smoke), "OUTPUT_DIR": str(out_dir), "DATA_DIR": str(data_dir or ROOT / "data")}
+    params = {"SMOKE": bool(smoke), "OUTPUT_DIR": str(out_dir), "DATA_DIR": str(Path(data_dir or ROOT / "data").resolve())}
     params.update(extra or {})
     started = time.perf_counter()
     pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
                         kernel_name="python3", progress_bar=False, log_output=False)
     return out_dir, time.perf_counter() - started
+
+
+def smoke_reference(metrics: dict) -> dict:
+    """The smoke section of an expected file for one run's metrics: every value, the run times listed apart."""
+    return {
+        "about": "Every number a SMOKE run records, compared by tests/test_notebooks.py at rel_tol (ints, booleans "
+                 "and list lengths exactly). Regenerate on purpose with `make expected` and review the diff.",
+        "rel_tol": SMOKE_REL_TOL, "abs_tol": SMOKE_ABS_TOL,
+        "values": {k: v for k, v in sorted(metrics.items()) if not is_timing(k)},
+        "timings": sorted(k for k in metrics if is_timing(k)),
+    }
+
+
+def compare_with_reference(metrics: dict, reference: dict) -> list[str]:
+    """Differences between a run's metrics and a smoke reference (empty list: the run reproduces it)."""
+    rel, abs_ = float(reference.get("rel_tol", SMOKE_REL_TOL)), float(reference.get("abs_tol", SMOKE_ABS_TOL))
+    expected = reference.get("values", {})
+    problems = [f"{name} is recorded but has no reference (new metric? run `make expected`)"
+                for name in sorted(set(metrics) - set(expected)) if not is_timing(name)]
+    problems += [f"{name} was not recorded" for name in sorted(set(expected) - set(metrics))]
+    problems += [f"run time {name} was not recorded" for name in reference.get("timings", []) if name not in metrics]
+    for name in sorted(set(expected) & set(metrics)):
+        why = _differs(metrics[name], expected[name], rel, abs_)
+        if why:
+            problems.append(f"{name}: {why}")
+    return problems
+
+
+def _differs(got, want, rel, abs_) -> str | None:
+    import math
+
+    if isinstance(want, list) or isinstance(got, list):
+        if not (isinstance(want, list) and isinstance(got, list)) or len(got) != len(want):
+            return f"{_short(got)} where the reference has {_short(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            why = _differs(g, w, rel, abs_)
+            if why:
+                return f"element {i}: {why}"
+        return None
+    if isinstance(want, bool) or isinstance(got, bool) or isinstance(want, int) and isinstance(got, int):
+        return None if got == want and type(got) is type(want) else f"{got!r}, reference {want!r}"
+    if isinstance(got, (int, float)) and isinstance(want, (int, float)):
+        return None if math.isclose(got, want, rel_tol=rel, abs_tol=abs_) else f"{got!r}, reference {want!r}"
+    return None if got == want else f"{got!r}, reference {want!r}"
+
+
+def update_expected(stem: str, metrics: dict) -> Path:
+    """Write the smoke section of ``tests/expected/<stem>.json`` from a SMOKE run (other sections kept)."""
+    path = EXPECTED / f"{stem}.json"
+    expected = json.loads(path.read_text()) if path.exists() else {}
+    expected["smoke"] = smoke_reference(metrics)
+    path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+SEEDS = (0, 1, 2)
+
+
+def seed_run_dir(output_root: Path, seed: int) -> Path:
+    """Where the default run at ``seed`` lives: ``make run``'s outputs for seed 0, outputs/seeds/seed<k> otherwise."""
+    return Path(output_root) if seed == 0 else Path(output_root) / "seeds" / f"seed{seed}"
+
+
+def _spread_range(values: list) -> list:
+    """[min − half the spread, max + half the spread] of one number over the seeds (elementwise for lists)."""
+    if isinstance(values[0], list):
+        if len({len(v) for v in values}) != 1:
+            return None
+        ranges = [_spread_range([v[i] for v in values]) for i in range(len(values[0]))]
+        return None if any(r is None for r in ranges) else ranges
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    low, high = min(values), max(values)
+    margin = (high - low) / 2
+    return [low - margin, high + margin]
+
+
+def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> dict:
+    """The default section's seed study for one notebook from its default runs at ``seeds``: every run's metrics,
+    each claim's verdict over the seeds ("holds", "fails" or "unstable") and, for the numbers the claims rest on,
+    the range the seeds span widened by half their spread on each side."""
+    runs = {}
+    for seed in seeds:
+        path = seed_run_dir(output_root, seed) / stem / "metrics.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no default run at seed {seed} for {stem} ({path}); run `make run` (seed 0) and "
+                                    f"`python -m helpers.runner --seed {seed} --output {seed_run_dir(output_root, seed)}`.")
+        metrics = json.loads(path.read_text())
+        runs[str(seed)] = {k: v for k, v in sorted(metrics.items()) if not is_timing(k)}
+    claims = sorted({k for m in runs.values() for k in m if k.startswith("claim_")})
+    verdicts = {}
+    for name in claims:
+        seen = [m.get(name) for m in runs.values()]
+        verdicts[name] = "holds" if all(v is True for v in seen) else "fails" if all(v is False for v in seen) else "unstable"
+    claims_file = seed_run_dir(output_root, seeds[0]) / stem / "claims.json"
+    evidence = sorted({e for row in (json.loads(claims_file.read_text()) if claims_file.exists() else [])
+                       for e in row["evidence"]})
+    key_numbers = {}
+    for name in evidence:
+        values = [m.get(name) for m in runs.values()]
+        if all(v is not None for v in values):
+            spread = _spread_range(values)
+            if spread is not None:
+                key_numbers[name] = spread
+    return {"about": f"Default runs at seeds {', '.join(map(str, seeds))} (`make seeds`). A claim is pinned when all "
+                     "seeds agree and reported as unstable otherwise; the numbers the claims rest on must fall in the "
+                     "range the seeds span, widened by half that spread on each side.",
+            "claims": verdicts, "key_numbers": key_numbers, "seeds": runs}
+
+
+def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS) -> list[Path]:
+    """Write every notebook's seed study into the default section of its expected file (other sections kept)."""
+    written = []
+    for nb in notebooks():
+        path = EXPECTED / f"{nb.stem}.json"
+        expected = json.loads(path.read_text()) if path.exists() else {}
+        expected.setdefault("default", {}).update(seed_study(nb.stem, output_root, seeds))
+        path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+def check_default_run(metrics: dict, default: dict) -> list[str]:
+    """Problems of a recorded default run against the seed study: a claim pinned by the seeds with another
+    verdict, a key number outside the seeds' range, a required name missing."""
+    problems = [f"{name} not recorded" for name in default.get("required", []) if name not in metrics]
+    for name, verdict in default.get("claims", {}).items():
+        if verdict == "unstable":
+            continue
+        if name not in metrics:
+            problems.append(f"{name} not recorded (seeds 0–2: {verdict})")
+        elif metrics[name] is not (verdict == "holds"):
+            problems.append(f"{name} = {metrics[name]} but it {verdict} at every seed of the study")
+    for name, bounds in default.get("key_numbers", {}).items():
+        got = metrics.get(name)
+        pairs = list(zip(got, bounds)) if isinstance(got, list) and len(got) == len(bounds) else [(got, bounds)]
+        if got is None or any(not isinstance(v, (int, float)) or not (b[0] - 1e-12 <= v <= b[1] + 1e-12)
+                              for v, b in pairs):
+            problems.append(f"{name} = {_short(got)} outside the seeds' range {bounds}")
+    return problems
 
 
 def _short(value) -> str:
@@ -65,7 +223,18 @@ def main(argv=None) -> int:
     parser.add_argument("select", nargs="*", help="notebook name prefixes (default: all)")
     parser.add_argument("--smoke", action="store_true", help="run with SMOKE=True")
     parser.add_argument("--output", default=str(ROOT / "outputs"), help="output root (default: outputs/)")
+    parser.add_argument("--update-expected", action="store_true",
+                        help="with --smoke: record each run's metrics as its reference in tests/expected/")
+    parser.add_argument("--seed", type=int, default=None, help="run at this SEED (default: the notebooks' own, 0)")
+    parser.add_argument("--record-seeds", action="store_true",
+                        help="write the seed study of the default runs at seeds 0, 1, 2 into tests/expected/")
     args = parser.parse_args(argv)
+    if args.update_expected and not args.smoke:
+        parser.error("--update-expected records smoke references; add --smoke")
+    if args.record_seeds:
+        for path in record_seed_study(Path(args.output)):
+            print(f"seed study written: {path.relative_to(ROOT)}")
+        return 0
     todo = notebooks(args.select)
     if not todo:
         print(f"no notebook matches {args.select}", file=sys.stderr)
@@ -75,8 +244,12 @@ def main(argv=None) -> int:
         print(f"running {nb.name} …", flush=True)
         started = time.perf_counter()
         try:
-            out_dir, seconds = run_notebook(nb, Path(args.output), smoke=args.smoke)
+            out_dir, seconds = run_notebook(nb, Path(args.output), smoke=args.smoke,
+                                            extra=None if args.seed is None else {"SEED": args.seed})
             results.append((nb, out_dir, seconds, None))
+            if args.update_expected:
+                written = update_expected(nb.stem, json.loads((out_dir / "metrics.json").read_text()))
+                print(f"reference written: {written.relative_to(ROOT)}", flush=True)
         except Exception as err:  # keep going: one failing notebook must not hide the others' results
             msg = str(err).strip().splitlines()
             results.append((nb, Path(args.output) / nb.stem, time.perf_counter() - started,

@@ -8,6 +8,7 @@ the projection) is the embedding, as in SimCLR.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -165,12 +166,12 @@ def slide_patches(slides, patch: int, stride: int, per_slide: int, seed: int = 0
 def ensure_simclr_encoder(data_dir, smoke: bool = False, seed: int = 0, device="auto", **overrides):
     """The SimCLR encoder of notebook 04, trained on patches of the simulated slides (cached like the models of
     notebook 02). Returns (SimCLRModel on the CPU, info with the loss history)."""
-    from . import data, env, train
+    from . import cache, data, env, train
 
     cfg = train.training_preset("simclr", smoke, **overrides)
     config = {"model": {"arch": "SimCLRModel", "widths": list(cfg["widths"]), "blocks": list(cfg["blocks"]),
                         "projection_dim": cfg["projection_dim"]}, "train": cfg, "seed": int(seed),
-              "data": data.preset("tile_slides", smoke)}
+              "data": data.preset("tile_slides", smoke), "simclr_code": cache.source_fingerprint(sys.modules[__name__])}
 
     def build():
         return SimCLRModel(SmallResNet(tuple(cfg["widths"]), tuple(cfg["blocks"])), cfg["projection_dim"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -226,7 +227,10 @@ def load_checkpoint(folder, model, config: dict | None = None) -> dict:
 def ensure_model(name: str, data_dir, config: dict, build_model, train, verbose: bool = True):
     """Load ``name``'s checkpoint if valid for ``config``; otherwise ``train(model) → info`` and save it.
 
-    Returns (model in eval mode on the CPU, info with config, test metrics and history)."""
+    Returns (model in eval mode on the CPU, info with config, test metrics and history). The config is extended
+    with a fingerprint of the code that builds and trains models, so a checkpoint trained by other code is
+    retrained rather than reused."""
+    config = {**config, "code": cache.source_fingerprint(models, sys.modules[__name__], data)}
     folder = models_root(data_dir) / f"{name}-{cache.config_key(config)}"
     seed_everything(int(config.get("seed", 0)))   # the initial weights depend only on the configuration
     model = build_model()

@@ -119,3 +119,17 @@ def test_outcome_association_equals_two_sample_t_test():
                                                                          table.y[labels == 1]).pvalue)
     with pytest.raises(ValueError, match="one cluster"):
         cohort.outcome_associations(table, np.zeros(60, int), ["y"])
+
+
+def test_registration_gives_the_same_numbers_twice():
+    """ANTs SyN with a seed on one ITK thread (set by helpers.ct) is bit-reproducible; seed 0 must not fall back to
+    ANTs' clock seed."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    base = ndimage.gaussian_filter(rng.random((20, 20, 20)).astype(np.float32), 2)
+    vols = np.stack([ndimage.shift(base, (i * 0.7, -i * 0.5, i * 0.3), order=1) for i in range(3)])
+    first, _ = ct.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
+    second, _ = ct.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
+    assert np.array_equal(first, second)
+    assert ct.ITK_THREADS == "1"

@@ -98,13 +98,15 @@ def test_explain_equals_captum_called_directly():
     ours = explain.explain(model, x, "saliency", target=1)
     ref = ca.Saliency(model).attribute(x.clone().requires_grad_(True), target=1, abs=True).amax(1).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
-    torch.manual_seed(1)
-    ours = explain.explain(model, x, "smoothgrad", target=0, stdev=0.2, n_samples=5, batch_size=3)
-    torch.manual_seed(1)
+    ours = explain.explain(model, x, "smoothgrad", target=0, stdev=0.2, n_samples=5, batch_size=3, seed=1)
+    torch.manual_seed(1)       # captum draws the noise from the global generator; ours seeds its own per call
     ref = ca.NoiseTunnel(ca.Saliency(model)).attribute(x.clone().requires_grad_(True), nt_type="smoothgrad",
                                                        nt_samples=5, nt_samples_batch_size=5,
                                                        stdevs=0.2 * float(x.max() - x.min()), target=0, abs=False)
     np.testing.assert_allclose(ours, ref.abs().amax(1).numpy(), rtol=1e-5, atol=1e-7)
+    torch.manual_seed(123)     # whatever ran before, the same seed gives the same SmoothGrad map
+    again = explain.explain(model, x, "smoothgrad", target=0, stdev=0.2, n_samples=5, batch_size=3, seed=1)
+    np.testing.assert_array_equal(again, ours)
     ours = explain.explain(model, x, "ig", target=0, steps=8)
     ref = ca.IntegratedGradients(model).attribute(x, baselines=x * 0, target=0, n_steps=8).sum(1).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)

@@ -1,6 +1,7 @@
 """Embedding stores written through Dask, read back by another process; encoders against the networks they
 wrap; SimCLR's loss against its definition; the click protocol and its errors."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,18 @@ def dask_client():
     client = embeddings.dask_client(n_workers=2)
     yield client
     client.close()
+
+
+THREAD_SETTINGS = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                   "PYTHONHASHSEED")}
+
+
+def test_the_local_cluster_leaves_this_process_environment_alone(dask_client):
+    """Dask's nannies set OMP_NUM_THREADS=1 & co. in the parent's environment; a notebook kernel started later would
+    run torch on one thread and record other numbers."""
+    assert len(dask_client.scheduler_info()["workers"]) == 2
+    assert {k: os.environ.get(k) for k in THREAD_SETTINGS} == THREAD_SETTINGS
+    assert "__DASK_PARENT_PID" not in os.environ
 
 
 def test_two_dask_workers_write_stores_that_a_fresh_process_reads_back_identically(dask_client, tmp_path):

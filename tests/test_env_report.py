@@ -92,3 +92,34 @@ def test_save_figure(tmp_path):
     assert path.exists() and path.stat().st_size > 1000
     with pytest.raises(ValueError, match="stem"):
         report.save_figure(fig, "a/b")
+
+
+def test_claims_are_recorded_as_verdicts_with_their_evidence(tmp_path):
+    report.init(tmp_path)
+    assert report.claim("a_holds", "A is larger than B", "yes", "0.7 vs 0.2", 0.7 > 0.2, {"a_score": 0.7}) is True
+    report.claim("b_fails", "B is larger than A", "yes", "0.2 vs 0.7", False)
+    metrics = report.load_metrics(tmp_path)
+    assert metrics["claim_a_holds"] is True and metrics["claim_b_fails"] is False and metrics["a_score"] == 0.7
+    table = report.claims_table()
+    assert list(table.index) == ["a_holds", "b_fails"]
+    assert list(table["verdict"]) == ["reproduces", "does not reproduce"]
+    assert report.claims_summary() == "**1 of 2 claims reproduce here** (a_holds); 1 do not (b_fails)."
+    report.claim("a_holds", "A is larger than B", "yes", "0.1 vs 0.2", False)       # recorded again: replaced
+    assert [r["holds"] for r in report.claims()] == [False, False]
+    report.init(tmp_path)                                                             # a new run starts clean
+    assert report.claims() == []
+
+
+def test_claims_refuse_what_is_not_a_verdict(tmp_path):
+    report.init(tmp_path)
+    with pytest.raises(TypeError, match="True or False"):
+        report.claim("vague", "statement", "paper", "here", 0.8)
+    with pytest.raises(ValueError, match="identifier"):
+        report.claim("two words", "statement", "paper", "here", True)
+
+
+def test_seed_verdicts_name_unstable_claims():
+    assert report.seed_verdict([True, True, True]) == "holds at all 3"
+    assert report.seed_verdict([False, False, False]) == "fails at all 3"
+    assert report.seed_verdict([True, False, True]) == "unstable (2 of 3 hold)"
+    assert report.seed_verdict([]) == "not studied"

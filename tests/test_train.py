@@ -146,9 +146,26 @@ def test_checkpoints_are_reused_validated_and_architecture_checked(tmp_path, cap
     raw[-20] ^= 0xFF
     (folder / train.CHECKPOINT).write_bytes(bytes(raw))
     with pytest.raises(cache.CacheError, match="checksum mismatch"):
-        train.load_checkpoint(folder, _tiny(), config)
+        train.load_checkpoint(folder, _tiny(), info["config"])     # the config as saved: with the code fingerprint
     train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
     assert len(calls) == 2 and "checksum mismatch" in capsys.readouterr().out
+
+
+def test_a_checkpoint_trained_by_other_code_is_not_reused(tmp_path, monkeypatch):
+    """Same settings, other code (an older commit, a local edit): the model is trained again, not reused."""
+    calls = []
+
+    def fake_train(model):
+        calls.append(1)
+        return {"metrics": {}}
+
+    config = {"model": {"arch": "tiny"}, "seed": 0}
+    train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    assert len(calls) == 1
+    monkeypatch.setattr(cache, "source_fingerprint", lambda *modules: "edited-code")
+    _, info = train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    assert len(calls) == 2 and info["config"]["code"] == "edited-code"
 
 
 def test_presets_refuse_unknown_options():

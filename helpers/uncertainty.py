@@ -1,0 +1,59 @@
+"""Uncertainty for comparisons: bootstrap intervals and paired tests, thin wrappers of scipy.stats.
+
+The collection's rule: before a notebook calls one method (encoder, model, setting) better than another, it shows
+the uncertainty its sample size allows. Both functions take the per-unit scores (per slide, per patch, per
+subject) that a mean hides, and are seeded, so the same scores give the same interval.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LEVEL = 0.95
+N_RESAMPLES = 2000
+
+
+def _scores(values, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size < 2:
+        raise ValueError(f"{name} has {values.size} value(s); an interval needs at least 2 (one per slide, patch or "
+                         "subject).")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or inf; drop the units without a score before comparing.")
+    return values
+
+
+def bootstrap_ci(values, level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """Mean of ``values`` with a percentile bootstrap interval (scipy.stats.bootstrap): {mean, low, high, n}."""
+    from scipy import stats
+
+    values = _scores(values, "values")
+    if np.ptp(values) == 0:      # every resample has the same mean; scipy warns and returns NaN
+        low = high = float(values[0])
+    else:
+        ci = stats.bootstrap((values,), np.mean, confidence_level=level, n_resamples=n_resamples,
+                             method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+        low, high = float(ci.low), float(ci.high)
+    return {"mean": float(values.mean()), "low": low, "high": high, "n": int(values.size)}
+
+
+def paired_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """Compare paired scores ``a`` and ``b`` (same units in the same order): the mean of a − b with its bootstrap
+    interval, and the two-sided Wilcoxon signed-rank p-value. ``better`` is "a" or "b" only when the interval
+    excludes 0, otherwise "undecided"."""
+    from scipy import stats
+
+    a, b = _scores(a, "a"), _scores(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a has {a.size} scores and b {b.size}; paired scores come one per unit in both.")
+    diff = a - b
+    out = bootstrap_ci(diff, level, n_resamples, seed)
+    p = 1.0 if np.all(diff == 0) else float(stats.wilcoxon(a, b).pvalue)
+    better = "a" if out["low"] > 0 else "b" if out["high"] < 0 else "undecided"
+    return {"mean_difference": out["mean"], "low": out["low"], "high": out["high"], "p_wilcoxon": p,
+            "n": out["n"], "better": better}
+
+
+def interval_text(result: dict, digits: int = 2) -> str:
+    """'0.12 [0.03, 0.20]' for a bootstrap_ci or paired_difference result."""
+    centre = result.get("mean", result.get("mean_difference"))
+    return f"{centre:.{digits}f} [{result['low']:.{digits}f}, {result['high']:.{digits}f}]"
