@@ -1,14 +1,20 @@
 """Validated on-disk caches: a folder of ``.npy`` arrays plus ``manifest.json`` (config + sha256 per file).
 
 A cache is reused only when its manifest's config equals the one asked for and every file's checksum
-matches; otherwise it is rebuilt, with a message saying why. Builds go to a temporary folder that replaces
-the old one only when complete, so an interrupted build never leaves a half-written cache behind.
+matches; otherwise it is rebuilt, with a message saying why.
+
+The safety rule of every writer in ``helpers`` (see :func:`building`): a folder is written under a unique temporary
+name and renamed into place only when complete; a folder is replaced only when ``helpers`` created it (it holds the
+:data:`OWNED` marker), never a user's; the previous version stays in place until the new one is complete; names that
+become paths are checked (:func:`safe_name`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +23,41 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+OWNED = ".written-by-helpers"   # marker file: this folder was built by helpers and may be replaced by a rebuild
 
 
 class CacheError(RuntimeError):
     """A cache that cannot be trusted: missing, stale (other config) or corrupted (checksum mismatch)."""
+
+
+class NotOwnedError(FileExistsError):
+    """A helper was asked to replace a file or folder that it did not create (it leaves it as it is)."""
+
+
+def safe_name(name, what: str = "name") -> str:
+    """``name`` if it can serve as one file or folder name: not empty, no path separator, no '..', not hidden.
+    Names that come from users (array names, slide ids, subject ids) pass here before they become paths."""
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or name.startswith(".") \
+            or "/" in name or "\\" in name or os.sep in name or "\0" in name:
+        raise ValueError(f"{what} {name!r} cannot be used as a file name: it must be non-empty, contain no '/', "
+                         "'\\' or '..' and not start with '.'; use letters, digits, '-', '_' and '.'.")
+    return name
+
+
+def is_owned(folder) -> bool:
+    """True when ``folder`` was built by helpers: it holds the :data:`OWNED` marker, or (built before the marker
+    existed) a cache manifest or checkpoint record in helpers' own format."""
+    folder = Path(folder)
+    if (folder / OWNED).is_file():
+        return True
+    for name, keys in ((MANIFEST, {"format", "config", "files"}), ("info.json", {"config", "sha256", "architecture"})):
+        try:
+            record = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and keys <= set(record):
+            return True
+    return False
 
 
 def sha256_file(path, chunk=1 << 22) -> str:
@@ -56,17 +93,39 @@ def config_key(config) -> str:
 
 @contextmanager
 def building(folder):
-    """Yield a fresh ``<folder>.partial`` to write into; on success it replaces ``folder``, so an interrupted
-    build never leaves a half-written cache where a complete one is expected."""
+    """Yield a new temporary folder beside ``folder`` to write into; when the block completes it becomes ``folder``.
+
+    - the temporary folder has a unique hidden name (``.<name>.partial-XXXX``), so no folder of the user's is
+      touched, and it is removed if the block raises: an interrupted build leaves nothing that looks valid;
+    - an existing ``folder`` is replaced only if helpers built it (:func:`is_owned`); anything else raises
+      :class:`NotOwnedError` before any work is done;
+    - the previous version stays in place until the new one is complete (it is moved aside, the new one renamed
+      in, then the old one deleted)."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    yield tmp
+    safe_name(folder.name, "folder name")
+    if folder.exists() and not is_owned(folder):
+        raise NotOwnedError(f"{folder} exists and was not written by helpers (it has no {OWNED} marker); it is left "
+                            "as it is. Write to another folder, or move that one away first.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        (tmp / OWNED).write_text("built by helpers; a rebuild may replace this folder\n")
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    aside = None
     if folder.exists():
-        shutil.rmtree(folder)
+        if not is_owned(folder):      # appeared while we were building
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise NotOwnedError(f"{folder} appeared while it was being built and was not written by helpers; it is "
+                                "left as it is.")
+        aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        aside.rmdir()
+        folder.rename(aside)
     tmp.rename(folder)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def save_arrays(folder, arrays: dict, config: dict, meta: dict | None = None) -> Path:
@@ -78,6 +137,8 @@ def save_arrays(folder, arrays: dict, config: dict, meta: dict | None = None) ->
 
 def _write_arrays(tmp: Path, arrays: dict, config: dict, meta: dict | None):
     files = {}
+    for name in arrays:
+        safe_name(name, "array name")
     for name, arr in arrays.items():
         path = tmp / f"{name}.npy"
         np.save(path, np.ascontiguousarray(arr), allow_pickle=False)

@@ -190,9 +190,15 @@ def population_average(maps, labels, k: int | None = None):
 def activated_area(maps, threshold: float = 0.5, mask=None) -> np.ndarray:
     """Pixels (voxels) per map at or above ``threshold``, optionally only inside ``mask``."""
     maps = np.asarray(maps)
+    if maps.ndim < 3:
+        raise ValueError(f"maps of shape {maps.shape}: expected a batch N × H × W (or N × D × H × W).")
     on = maps >= threshold
     if mask is not None:
-        on = on & np.asarray(mask, bool)
+        mask = np.asarray(mask, bool)
+        if mask.shape not in (maps.shape, maps.shape[1:]):
+            raise ValueError(f"mask {mask.shape} fits neither one map {maps.shape[1:]} nor all maps {maps.shape}; "
+                             "give one mask for every map or one per map.")
+        on = on & mask
     return on.reshape(len(maps), -1).sum(1)
 
 

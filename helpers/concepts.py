@@ -43,6 +43,9 @@ def check_features(V, what: str = "feature matrix"):
     if negative:
         raise ValueError(f"{what} has negative values; NMF needs non-negative features: take a layer after ReLU "
                          f"(e.g. 'features.relu5_3'), not the convolution's raw output.")
+    if high * high * arr.shape[0] * arr.shape[1] > 1e36:    # ‖V‖² must stay far inside float32 (3.4e38)
+        raise ValueError(f"{what} reaches {high:.3g}: the squared norm overflows float32 arithmetic and NMF would "
+                         "return NaN. Scale the features first (e.g. V / V.max()); the concepts do not change.")
     return arr
 
 
@@ -178,6 +181,9 @@ class NMF:
             if previous - error < self.tol * previous or (self.target_error and error <= self.target_error):
                 break
             previous = error
+        if not (torch.isfinite(W).all() and torch.isfinite(H).all()):
+            raise FloatingPointError("NMF produced non-finite factors (float overflow); scale the features first "
+                                     "(e.g. V / V.max()) or fit in float64 (dtype=torch.float64).")
         self.components_ = H.cpu().numpy()
         self.relative_error_, self.n_iter_, self.history_ = history[-1], it, history
         return W.cpu().numpy()
@@ -330,6 +336,9 @@ def stitch_feature_maps(maps, coords, cell_px: int, grid_shape, border: int = 2)
     t, c, h, w = maps.shape
     if 2 * border >= min(h, w):
         raise ValueError(f"border={border} removes the whole {h}×{w} feature map; use a smaller border.")
+    if np.any(coords < 0):
+        raise ValueError(f"tile coordinates must be non-negative (top-left pixel on the slide); got {coords.min()}: a "
+                         "negative coordinate would wrap to the far edge of the slide grid.")
     if np.any(coords % cell_px):
         raise ValueError(f"tile coordinates must be multiples of the layer stride ({cell_px} px) to stitch.")
     rows, cols = grid_shape

@@ -72,22 +72,42 @@ def load_dicom(path):
 
 
 def load_dicom_series(folder):
-    """A DICOM series (one file per slice) as a volume in HU, slices sorted along the patient axis.
+    """A DICOM series (one file per slice) as a volume in HU, slices sorted along the slice normal.
 
-    Returns (volume Z×Y×X float32, spacing (z, y, x) mm)."""
+    The files must form one series (one SeriesInstanceUID), slices are ordered by ImagePositionPatient projected on
+    the normal of ImageOrientationPatient, and two slices at one position or an uneven spacing (> 1 % apart) are
+    refused with the files named. Returns (volume Z×Y×X float32, spacing (z, y, x) mm)."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder} holds no DICOM files.")
     slices = [load_dicom(f) for f in files]
+    series = {str(getattr(s[2], "SeriesInstanceUID", "")) for s in slices}
+    if len(series) > 1:
+        raise ValueError(f"{folder} mixes {len(series)} series (SeriesInstanceUID); put one series per folder.")
     shapes = {s[0].shape for s in slices}
     if len(shapes) != 1:
         raise ValueError(f"{folder}: slices of different sizes {sorted(shapes)}; one series per folder.")
-    positions = [float(getattr(s[2], "ImagePositionPatient", [0, 0, i])[2]) for i, s in enumerate(slices)]
-    order = np.argsort(positions)
+    if len(slices) == 1:
+        return slices[0][0][None], (1.0,) + slices[0][1]
+    missing = [f.name for f, s in zip(files, slices) if not hasattr(s[2], "ImagePositionPatient")]
+    if missing:
+        raise ValueError(f"{folder}: {missing[:3]} have no ImagePositionPatient, so the slice order is unknown.")
+    orientation = np.asarray(getattr(slices[0][2], "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([float(np.dot(normal, np.asarray(s[2].ImagePositionPatient, np.float64))) for s in slices])
+    order = np.argsort(positions, kind="stable")
+    gaps = np.diff(positions[order])
+    if np.any(np.isclose(gaps, 0.0, atol=1e-4)):
+        i = int(np.flatnonzero(np.isclose(gaps, 0.0, atol=1e-4))[0])
+        raise ValueError(f"{folder}: {files[order[i]].name} and {files[order[i + 1]].name} lie at the same position "
+                         f"({positions[order[i]]:.3f} mm along the slice normal); remove the duplicate slice.")
+    dz = float(np.median(gaps))
+    if np.any(np.abs(gaps - dz) > 0.01 * dz):
+        raise ValueError(f"{folder}: uneven slice spacing ({gaps.min():.3f}–{gaps.max():.3f} mm; missing slices?); "
+                         "resample the series to a regular grid first.")
     volume = np.stack([slices[i][0] for i in order])
-    dz = float(np.median(np.diff(np.sort(positions)))) if len(slices) > 1 else 1.0
-    return volume, (abs(dz) or 1.0,) + slices[0][1]
+    return volume, (dz,) + slices[0][1]
 
 
 def ct_small_slice():
@@ -106,18 +126,53 @@ def to_nifti_axes(volume):
 
 def write_cohort(folder, volumes, table, spacing=(6.0, 6.0, 6.0), overwrite: bool = False):
     """Write every subject as ``<subject>.nii.gz`` and the table as ``participants.csv`` (BIDS-like).
-    ``spacing`` is (z, y, x) in mm. An existing cohort folder is never overwritten unless ``overwrite``."""
+    ``spacing`` is (z, y, x) in mm. The folder is written whole under a temporary name and renamed when complete;
+    an existing cohort written by helpers is replaced only with ``overwrite``, and a folder helpers did not write
+    (your own files) never."""
+    from .cache import OWNED, NotOwnedError, building, is_owned, safe_name
+
     folder = Path(folder)
-    if (folder / "participants.csv").exists() and not overwrite:
-        raise FileExistsError(f"{folder} already holds a cohort; pass overwrite=True or choose another folder.")
-    folder.mkdir(parents=True, exist_ok=True)
+    volumes = np.asarray(volumes)
+    if volumes.ndim != 4:
+        raise ValueError(f"volumes of shape {volumes.shape}: expected subjects × z × y × x.")
+    if "subject" not in getattr(table, "columns", ()):
+        raise ValueError("table needs a 'subject' column (one id per volume, used as the file name).")
+    if len(table) != len(volumes):
+        raise ValueError(f"{len(volumes)} volumes but {len(table)} table rows; give one row per volume, in order.")
+    subjects = [safe_name(str(s), "subject id") for s in table["subject"]]
+    if len(set(subjects)) != len(subjects):
+        raise ValueError("subject ids repeat; each volume needs its own id (it becomes the file name).")
+    if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ValueError(f"spacing={tuple(spacing)}: give three positive voxel sizes (z, y, x) in mm.")
+    if folder.exists():
+        if not (is_owned(folder) or _legacy_cohort(folder)):
+            raise NotOwnedError(f"{folder} exists and was not written by helpers; it is left as it is. Write the "
+                                "cohort to a new folder.")
+        if not overwrite:
+            raise FileExistsError(f"{folder} already holds a cohort; pass overwrite=True or choose another folder.")
+        if not is_owned(folder):      # recognised as ours: mark it, so that building() may replace it
+            (folder / OWNED).write_text("built by helpers; a rebuild may replace this folder\n")
     sz, sy, sx = spacing
     affine = np.diag([sx, sy, sz, 1.0])
     affine[:3, 3] = [-sx * volumes.shape[3] / 2, -sy * volumes.shape[2] / 2, -sz * volumes.shape[1] / 2]
-    for subject, volume in zip(table["subject"], volumes):
-        save_nifti(folder / f"{subject}.nii.gz", to_nifti_axes(volume.astype(np.float32)), affine, overwrite=True)
-    table.to_csv(folder / "participants.csv", index=False)
+    with building(folder) as tmp:
+        for subject, volume in zip(subjects, volumes):
+            save_nifti(tmp / f"{subject}.nii.gz", to_nifti_axes(volume.astype(np.float32)), affine)
+        table.to_csv(tmp / "participants.csv", index=False)
     return folder
+
+
+def _legacy_cohort(folder: Path) -> bool:
+    """A cohort folder written by an older helpers (before the ownership marker): participants.csv and exactly
+    one ``<subject>.nii.gz`` per row, nothing else."""
+    import pandas as pd
+
+    try:
+        subjects = pd.read_csv(folder / "participants.csv")["subject"].astype(str)
+    except Exception:  # noqa: BLE001 - anything unreadable is not a cohort we wrote
+        return False
+    expected = {"participants.csv"} | {f"{s}.nii.gz" for s in subjects}
+    return {p.name for p in folder.iterdir()} == expected
 
 
 def load_cohort(folder):

@@ -308,7 +308,10 @@ def tissue_mask_from_rgb(rgb, threshold: float | None = None, min_size: int = 64
 
 # ----------------------------------------------------------------------------------------- torch datasets
 def to_tensor_images(images):
-    """N×H×W×3 uint8 (or H×W×3) → float32 torch tensor N×3×H×W in [0, 1]."""
+    """N×H×W×3 (or H×W×3) → float32 torch tensor N×3×H×W in [0, 1].
+
+    The value range is read from the dtype, never guessed from the values: uint8 is 0–255 (divided by 255),
+    floating point must already lie in [0, 1] (anything else is refused with the fix)."""
     import torch
 
     arr = np.asarray(images)
@@ -316,10 +319,22 @@ def to_tensor_images(images):
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected images of shape N×H×W×3 (channels last), got {arr.shape}.")
+    if arr.dtype == np.uint8:
+        scale = 255.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        scale = 1.0
+        if arr.size and not np.isfinite(arr).all():
+            raise ValueError("images contain NaN or inf; clean them first.")
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(f"float images must lie in [0, 1], got values from {arr.min():.3g} to {arr.max():.3g}; "
+                             "for 0–255 values pass uint8 (e.g. images.astype(np.uint8)) or divide by 255.")
+    else:
+        raise TypeError(f"images of dtype {arr.dtype}: pass uint8 (0–255) or float (0–1) RGB images.")
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:      # a read-only memory map of a cache: torch wants its own (small uint8) copy
         arr = arr.copy()
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float()
+    return x.div_(scale) if scale != 1.0 else x
 
 
 class ArrayDataset:
@@ -541,7 +556,8 @@ def read_wsi(path, level: int = 0, region=None, backend: str = "tifffile") -> np
     formats tifffile cannot read (MRXS, NDPI variants)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"slide {path} not found; set SLIDE_PATH to an existing .svs/.tif file.")
+        raise FileNotFoundError(f"slide {path} not found; point REAL_SLIDE_PATH (the notebooks' parameter) or the "
+                                "path you pass at an existing .svs/.tif file.")
     if backend == "openslide":
         import openslide  # optional dependency
 
@@ -562,9 +578,18 @@ def read_wsi(path, level: int = 0, region=None, backend: str = "tifffile") -> np
         if not 0 <= level < len(levels):
             raise ValueError(f"{path} has {len(levels)} pyramid level(s); level {level} does not exist.")
         arr = levels[level].asarray()
-    arr = np.asarray(arr)[..., :3]
+    arr = np.asarray(arr)
+    if arr.ndim == 2:                        # a greyscale slide: three equal channels, not rows taken as pixels
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] < 3:
+        raise ValueError(f"{path} level {level} has shape {arr.shape}; expected an RGB(A) image H×W×3 or greyscale.")
+    arr = arr[..., :3]
     if region is not None:
-        r, c, hh, ww = region
+        r, c, hh, ww = (int(v) for v in region)
+        height, width = arr.shape[:2]
+        if hh < 1 or ww < 1 or r < 0 or c < 0 or r + hh > height or c + ww > width:
+            raise ValueError(f"region (row={r}, col={c}, height={hh}, width={ww}) is not inside {path.name}'s level "
+                             f"{level} of {height}×{width} px; give a region within the slide.")
         arr = arr[r: r + hh, c: c + ww]
     return arr
 

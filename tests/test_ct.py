@@ -55,6 +55,50 @@ def test_dicom_slice_and_series(tmp_path):
         ct.load_dicom_series(tmp_path / "empty")
 
 
+def _series(folder, positions, uids=None, orientation=None):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    folder.mkdir()
+    for i, pos in enumerate(positions):
+        ds = src.copy()
+        ds.ImagePositionPatient = list(pos)
+        if orientation is not None:
+            ds.ImageOrientationPatient = list(orientation)
+        if uids is not None:
+            ds.SeriesInstanceUID = uids[i]
+        arr = ds.pixel_array.copy()
+        arr[0, 0] = i
+        ds.PixelData = arr.tobytes()
+        ds.save_as(folder / f"s{i}.dcm")
+    return folder
+
+
+@pytest.mark.parametrize("positions, uids, match", [
+    ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 20.0)], None, "same position"),
+    ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 40.0)], None, "uneven slice spacing"),
+    ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 30.0)], ["1.2.3", "1.2.3", "1.2.4"], "mixes 2 series"),
+])
+def test_dicom_series_refuses_what_would_stack_wrongly(tmp_path, positions, uids, match):
+    folder = _series(tmp_path / "series", positions, uids)
+    with pytest.raises(ValueError, match=match):
+        ct.load_dicom_series(folder)
+
+
+def test_dicom_series_sorts_along_the_slice_normal(tmp_path):
+    """Sagittal slices: z is the same for all; the normal (row y × column −z = −x) orders them."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder = _series(tmp_path / "series", [(25.0, 0, 5.0), (5.0, 0, 5.0), (15.0, 0, 5.0)],
+                     orientation=(0, 1, 0, 0, 0, -1))
+    vol, spacing = ct.load_dicom_series(folder)
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    markers = [round((float(v) - float(src.RescaleIntercept)) / float(src.RescaleSlope)) for v in vol[:, 0, 0]]
+    assert spacing[0] == pytest.approx(10.0) and markers == [0, 2, 1]     # x = 25, 15, 5 along −x
+
+
 # ------------------------------------------------------------------ cohorts, templates, registration (paper 004)
 def small_cohort(n=6, shape=(16, 16, 16)):
     from helpers import synth
@@ -133,3 +177,33 @@ def test_registration_gives_the_same_numbers_twice():
     second, _ = ct.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
     assert np.array_equal(first, second)
     assert ct.ITK_THREADS == "1"
+
+
+def test_write_cohort_never_touches_files_it_did_not_write(tmp_path):
+    vols, _, table = small_cohort()
+    user = tmp_path / "my_scans"
+    user.mkdir()
+    (user / "sub-001.nii.gz").write_bytes(b"the user's own scan")
+    with pytest.raises(FileExistsError, match="not written by helpers"):
+        ct.write_cohort(user, vols, table, overwrite=True)
+    assert (user / "sub-001.nii.gz").read_bytes() == b"the user's own scan"
+    assert sorted(p.name for p in user.iterdir()) == ["sub-001.nii.gz"]
+    # its own cohort it may replace, and only when asked
+    folder = ct.write_cohort(tmp_path / "cohort", vols, table)
+    ct.write_cohort(folder, vols[::-1].copy(), table, overwrite=True)
+    np.testing.assert_allclose(ct.load_cohort(folder)[0], vols[::-1])
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda v, t: (v[:-1], t), "volumes but .* table rows"),
+    (lambda v, t: (v, t.assign(subject=["../escape"] + list(t["subject"][1:]))), "subject id"),
+    (lambda v, t: (v, t.assign(subject=[t["subject"][0]] * len(t))), "repeat"),
+    (lambda v, t: (v, t.drop(columns="subject")), "'subject' column"),
+    (lambda v, t: (v[0], t), "subjects × z × y × x"),
+])
+def test_write_cohort_refuses_inconsistent_input(tmp_path, change, match):
+    vols, _, table = small_cohort()
+    v, t = change(vols, table.copy())
+    with pytest.raises(ValueError, match=match):
+        ct.write_cohort(tmp_path / "cohort", v, t)
+    assert not (tmp_path / "cohort").exists()

@@ -117,6 +117,31 @@ def test_store_errors_are_named(tmp_path):
         embeddings.extract_embeddings(None, toy_slides(1) * 2, embeddings.handcrafted_encoder(), tmp_path, 64, 32)
 
 
+def test_extraction_touches_nothing_outside_its_store_folder_and_no_folder_of_the_user(tmp_path):
+    spec = embeddings.handcrafted_encoder()
+    outside = tmp_path / "project.zarr"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("the user's work")
+    (_, rgb, tissue), = toy_slides(1)
+    root = tmp_path / "stores" / "deep"
+    with pytest.raises(ValueError, match="slide id"):
+        embeddings.extract_embeddings(None, [("../../../project", rgb, tissue)], spec, root, 64, 32)
+    assert (outside / "notes.txt").read_text() == "the user's work"
+    # a folder of the user's where a store would go is refused, not replaced
+    folder = embeddings.store_folder(root, spec, 64, 32, 0.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.zarr").mkdir()
+    (folder / "mine.zarr" / "data.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not written by helpers"):
+        embeddings.extract_embeddings(None, [("mine", rgb, tissue)], spec, root, 64, 32)
+    assert (folder / "mine.zarr" / "data.txt").read_text() == "keep"
+    # a stale store of its own is replaced, and nothing temporary is left behind
+    [path] = embeddings.extract_embeddings(None, [("s", rgb, tissue)], spec, root, 64, 32)
+    [again] = embeddings.extract_embeddings(None, [("s", 255 - rgb, tissue)], spec, root, 64, 32)
+    assert again == path and embeddings.read_store(path).meta["slide_sha256"] == embeddings.slide_digest(255 - rgb, tissue)
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.zarr", "s.zarr"]
+
+
 def test_encoders_equal_the_networks_they_wrap():
     import timm
 

