@@ -158,11 +158,16 @@ def verify(folder, config: dict | None = None) -> dict:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as err:
         raise CacheError(f"cache {folder}: {MANIFEST} is not valid JSON ({err})") from err
+    if not isinstance(manifest, dict):
+        raise CacheError(f"cache {folder}: {MANIFEST} is not a manifest (a JSON object is expected)")
     if manifest.get("format") != FORMAT_VERSION:
         raise CacheError(f"cache {folder} was written by another version of helpers (format {manifest.get('format')})")
     if config is not None and manifest.get("config") != _canonical(config):
         raise CacheError(f"cache {folder} is stale: it was built with another configuration")
-    for fname, digest in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CacheError(f"cache {folder}: {MANIFEST} lists no files (truncated or edited by hand)")
+    for fname, digest in files.items():
         path = folder / fname
         if not path.exists():
             raise CacheError(f"cache {folder} is corrupted: {fname} is missing")

@@ -445,9 +445,15 @@ def load_pannuke_fold(folder, mmap: bool = True):
         raise FileNotFoundError(f"PanNuke fold incomplete, missing: {', '.join(missing)}. A fold folder holds "
                                 f"images.npy, masks.npy and types.npy (as in the PanNuke release).")
     mode = "r" if mmap else None
-    images = np.load(paths["images"], mmap_mode=mode, allow_pickle=False)
-    masks = np.load(paths["masks"], mmap_mode=mode, allow_pickle=False)
-    types = np.load(paths["types"], allow_pickle=False)
+
+    def load(name, mmap_mode):
+        try:
+            return np.load(paths[name], mmap_mode=mmap_mode, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{paths[name]} cannot be read as a NumPy array ({err}); the file is truncated or not "
+                             "a .npy file (PanNuke's release stores images.npy, masks.npy and types.npy).") from None
+
+    images, masks, types = load("images", mode), load("masks", mode), load("types", None)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{paths['images']}: expected N×H×W×3 RGB images, got shape {images.shape}.")
     if masks.ndim != 4 or masks.shape[-1] != 6:
@@ -509,14 +515,20 @@ def load_digestpath_pairs(folder, mask_suffix: str = "_mask"):
 def read_image(path) -> np.ndarray:
     """Read an image file as uint8 RGB (H×W×3) (TIFF through tifffile, others through imageio)."""
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff", ".svs"):
-        import tifffile
+    if not path.exists():
+        raise FileNotFoundError(f"image {path} not found.")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff", ".svs"):
+            import tifffile
 
-        arr = tifffile.imread(path)
-    else:
-        import imageio.v3 as iio
+            arr = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
 
-        arr = iio.imread(path)
+            arr = iio.imread(path)
+    except Exception as err:  # noqa: BLE001 - each reader raises its own types for a broken file
+        raise ValueError(f"{path} cannot be read as an image ({type(err).__name__}: {err}); the file is truncated "
+                         "or not an image.") from None
     return np.asarray(arr)
 
 

@@ -212,7 +212,11 @@ def summary(results) -> str:
             lines.append(f"   {error}")
             continue
         metrics_path = out_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        try:
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        except ValueError as err:         # one broken file must not hide the other notebooks' results
+            lines.append(f"   {metrics_path} is not valid JSON ({err})")
+            continue
         for name, value in metrics.items():
             lines.append(f"   {name:32s} {_short(value)}")
     return "\n".join(lines)

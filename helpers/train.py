@@ -210,7 +210,12 @@ def load_checkpoint(folder, model, config: dict | None = None) -> dict:
     info_path, weights = folder / INFO, folder / CHECKPOINT
     if not info_path.exists() or not weights.exists():
         raise cache.CacheError(f"checkpoint {folder} is incomplete (missing {INFO} or {CHECKPOINT})")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as err:      # truncated or edited by hand: retrain rather than stop
+        raise cache.CacheError(f"checkpoint {folder}: {INFO} is not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise cache.CacheError(f"checkpoint {folder}: {INFO} is not a checkpoint record")
     if config is not None and info.get("config") != cache._canonical(config):
         raise cache.CacheError(f"checkpoint {folder} is stale: it was trained with another configuration")
     if cache.sha256_file(weights) != info.get("sha256"):

@@ -113,3 +113,38 @@ def test_read_wsi_reads_grey_slides_as_rgb_and_refuses_regions_outside(tmp_path)
             data.read_wsi(tmp_path / "grey.tif", region=region)
     with pytest.raises(FileNotFoundError, match="REAL_SLIDE_PATH"):
         data.read_wsi(tmp_path / "missing.svs")
+
+
+def test_broken_files_are_named(tmp_path, capsys):
+    from pathlib import Path
+
+    from helpers import runner
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match="broken.png cannot be read as an image"):
+        data.read_image(tmp_path / "broken.png")
+    fold = tmp_path / "Fold 1"
+    fold.mkdir()
+    np.save(fold / "images.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    (fold / "images.npy").write_bytes((fold / "images.npy").read_bytes()[:100])          # truncated download
+    np.save(fold / "masks.npy", np.zeros((2, 8, 8, 6), np.float32))
+    np.save(fold / "types.npy", np.array(["Breast", "Colon"]))
+    with pytest.raises(ValueError, match="images.npy cannot be read as a NumPy array"):
+        data.load_pannuke_fold(fold)
+    # a cache manifest without its file list, and a truncated checkpoint record: rebuilt / retrained, not a KeyError
+    folder = cache.save_arrays(tmp_path / "c", {"x": np.zeros(2)}, {"k": 1})
+    (folder / cache.MANIFEST).write_text('{"format": 1, "config": {"k": 1}}')
+    with pytest.raises(cache.CacheError, match="lists no files"):
+        cache.verify(folder)
+    ckpt = train.save_checkpoint(tmp_path / "m", torch.nn.Linear(2, 2), {"k": 1}, {})
+    (ckpt / train.INFO).write_text('{"config": {"k"')
+    with pytest.raises(cache.CacheError, match="not valid JSON"):
+        train.load_checkpoint(ckpt, torch.nn.Linear(2, 2))
+    # one corrupt metrics.json does not stop the run summary of the others
+    good, bad = tmp_path / "out" / "01_a", tmp_path / "out" / "02_b"
+    good.mkdir(parents=True)
+    bad.mkdir(parents=True)
+    (good / "metrics.json").write_text('{"auc": 0.9}')
+    (bad / "metrics.json").write_text('{"auc": ')
+    text = runner.summary([(Path("01_a.ipynb"), good, 1.0, None), (Path("02_b.ipynb"), bad, 1.0, None)])
+    assert "auc" in text and "is not valid JSON" in text
