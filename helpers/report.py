@@ -164,7 +164,7 @@ def seed_verdicts(notebook: str) -> dict:
 def claims_table(notebook: str | None = None):
     """The paper-vs-here table of the recorded claims (a pandas DataFrame): statement, the paper's value, this
     run's value and the verdict. With ``notebook`` (its file stem) a column gives the verdicts of the recorded
-    seed study; a claim whose verdict differs between seeds is called unstable there."""
+    seed study (default runs at seeds 0, 1, 2); a claim whose verdict differs between seeds is called unstable."""
     import pandas as pd
 
     rows = claims()
@@ -176,7 +176,7 @@ def claims_table(notebook: str | None = None):
         "verdict": [VERDICTS[r["holds"]] for r in rows],
     }, index=pd.Index([r["name"] for r in rows], name="claim_"))
     if study:
-        table["seeds 0, 1, 2"] = [seed_verdict(study.get(r["name"], [])) for r in rows]
+        table["over the seed study"] = [seed_verdict(study.get(r["name"], [])) for r in rows]
     return table
 
 
@@ -201,5 +201,6 @@ def claims_summary(notebook: str | None = None) -> str:
     parts = [f"**{len(held)} of {len(rows)} claims reproduce here**" + (f" ({', '.join(held)})" if held else "")]
     parts.append(f"{len(failed)} do not" + (f" ({', '.join(failed)})" if failed else ""))
     if study:
-        parts.append(f"{len(unstable)} change verdict between seeds 0, 1 and 2" + (f" ({', '.join(unstable)})" if unstable else ""))
+        parts.append(f"{len(unstable)} change verdict between the seeds of the study (`make seeds`)"
+                     + (f" ({', '.join(unstable)})" if unstable else ""))
     return "; ".join(parts) + "."

@@ -232,11 +232,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="run at this SEED (default: the notebooks' own, 0)")
     parser.add_argument("--record-seeds", action="store_true",
                         help="write the seed study of the default runs at seeds 0, 1, 2 into tests/expected/")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="with --record-seeds: the seeds whose default runs form the study (default 0 1 2)")
     args = parser.parse_args(argv)
     if args.update_expected and not args.smoke:
         parser.error("--update-expected records smoke references; add --smoke")
     if args.record_seeds:
-        for path in record_seed_study(Path(args.output)):
+        for path in record_seed_study(Path(args.output), tuple(args.seeds)):
             print(f"seed study written: {path.relative_to(ROOT)}")
         return 0
     todo = notebooks(args.select)
