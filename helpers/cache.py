@@ -44,6 +44,18 @@ def safe_name(name, what: str = "name") -> str:
     return name
 
 
+def default_mode(directory: bool) -> int:
+    """The permissions ``mkdir`` / ``open`` would give under the process umask. Temporary files and folders are
+    created private (0700 / 0600); what they become gets these instead (a shared store stays readable)."""
+    umask = 0o022
+    try:
+        with open("/proc/self/status") as status:          # Linux: read it without changing it
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def is_owned(folder) -> bool:
     """True when ``folder`` was built by helpers: it holds the :data:`OWNED` marker, or (built before the marker
     existed) a cache manifest or checkpoint record in helpers' own format."""
@@ -108,6 +120,7 @@ def building(folder):
                             "as it is. Write to another folder, or move that one away first.")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    tmp.chmod(default_mode(directory=True))
     try:
         (tmp / OWNED).write_text("built by helpers; a rebuild may replace this folder\n")
         yield tmp

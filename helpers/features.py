@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import data
+from .cache import default_mode
 from .env import select_device
 from .models import get_layer
 
@@ -150,6 +151,7 @@ def _raw_to_npy(raw: Path, target: Path, n_rows: int, n_cols: int) -> Path:
             shutil.copyfileobj(src, out, 1 << 24)
         if target.exists():
             raise FileExistsError(f"{target} appeared while the vectors were written; it is left as it is.")
+        partial.chmod(default_mode(directory=False))
         partial.rename(target)
     finally:
         raw.unlink(missing_ok=True)

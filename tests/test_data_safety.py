@@ -110,3 +110,18 @@ def test_an_interrupted_feature_stream_leaves_no_file(tmp_path):
     with pytest.raises(OSError, match="vanished"):
         features.feature_vectors(model, "features.relu5_3", BreaksHalfWay(), batch_size=2, out_path=tmp_path / "v.npy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_folders_and_files_get_the_usual_permissions(tmp_path):
+    """Temporaries are created private; the finished cache and array are readable like anything mkdir/open makes."""
+    import os
+    import stat
+
+    folder = cache.save_arrays(tmp_path / "c", _arrays(), {"k": 1})
+    assert stat.S_IMODE(os.stat(folder).st_mode) == cache.default_mode(directory=True)
+    torch.manual_seed(0)
+    model = models.VGG16TileClassifier(width=0.125).eval()
+    out = features.feature_vectors(model, "features.relu5_3", np.zeros((1, 64, 64, 3), np.uint8),
+                                   out_path=tmp_path / "v.npy")["path"]
+    assert stat.S_IMODE(os.stat(out).st_mode) == cache.default_mode(directory=False)
+    assert cache.default_mode(directory=True) & 0o700 == 0o700
