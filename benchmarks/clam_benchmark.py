@@ -1,4 +1,4 @@
-"""CLAM: helpers.clam's batched channel scoring (all (image, channel) masked copies through the model in large
+"""CLAM: helpers.methods.sarcoidosis.clam's batched channel scoring (all (image, channel) masked copies through the model in large
 batches) vs a one-channel-at-a-time loop (one forward pass per masked copy) vs pytorch-grad-cam's ScoreCAM
 (batches of 16 channels, one image at a time), on the paper-004 clustering model and simulated CT slices.
 Checks the maps agree (CLAM batched vs loop; ScoreCAM vs our scores with ScoreCAM's softmax weighting) and
@@ -18,22 +18,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _timing import best_of as timed  # noqa: E402  (benchmarks/ is the script's folder)
-from helpers import clam, clustering, synth  # noqa: E402
+from helpers import features, models  # noqa: E402
+from helpers.simulate import ct  # noqa: E402
+from helpers.methods.sarcoidosis import clam, dec  # noqa: E402
 
 
 def main(channels, n_images: int, k: int, batch_size: int, seed: int):
     from pytorch_grad_cam import ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    sim = synth.simulate_ct_scenario("location", k, n=max(n_images, 2 * k), seed=seed)
+    sim = ct.simulate_ct_scenario("location", k, n=max(n_images, 2 * k), seed=seed)
     x = sim.unit[:n_images]
-    ae = clustering.ConvAutoencoder(x.shape[1:], channels=channels, seed=seed)
-    clustering.pretrain(ae, sim.unit, epochs=3, batch_size=32, seed=seed, device="cpu")
-    clustering.standardise_latent(ae, clustering.embed(ae, sim.unit, device="cpu"))
-    _, centres = clustering.kmeans(clustering.embed(ae, sim.unit, device="cpu"), k, seed)
-    model = clustering.ClusterModel(ae, centres).eval()
-    clusters = clustering.predict_q(model, x, device="cpu").argmax(1)
-    acts = clam.layer_activations(model, x, device="cpu")
+    ae = dec.ConvAutoencoder(x.shape[1:], channels=channels, seed=seed)
+    dec.pretrain(ae, sim.unit, epochs=3, batch_size=32, seed=seed, device="cpu")
+    dec.standardise_latent(ae, dec.embed(ae, sim.unit, device="cpu"))
+    _, centres = dec.kmeans(dec.embed(ae, sim.unit, device="cpu"), k, seed)
+    model = dec.ClusterModel(ae, centres).eval()
+    clusters = dec.predict_q(model, x, device="cpu").argmax(1)
+    acts = torch.from_numpy(features.layer_activations(model, clam.DEFAULT_LAYER, torch.as_tensor(x), device="cpu"))
     print(f"{n_images} slices of 64×64, {acts.shape[1]} channels at {tuple(acts.shape[2:])}, K = {k}, "
           f"{torch.get_num_threads()} threads")
 
@@ -47,7 +49,7 @@ def main(channels, n_images: int, k: int, batch_size: int, seed: int):
     corr = min(np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(maps_batched, maps_loop))
     corr_fast = min(np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(maps_fast, maps_loop))
 
-    layer = clam.find_layer(model, clam.DEFAULT_LAYER)
+    layer = models.get_layer(model, clam.DEFAULT_LAYER)
     with ScoreCAM(model=model, target_layers=[layer]) as cam:
         cam.batch_size = 16
         targets = [ClassifierOutputTarget(int(c)) for c in clusters]

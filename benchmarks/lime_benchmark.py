@@ -17,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _timing import best_of  # noqa: E402  (benchmarks/ is the script's folder)
-from helpers import explain, models, synth  # noqa: E402
+from helpers import explain, models  # noqa: E402
+from helpers.simulate import histology  # noqa: E402
 
 
 def main(n_patches: int, num_samples: int, num_features: int, seed: int, repeats: int = 3):
@@ -25,7 +26,7 @@ def main(n_patches: int, num_samples: int, num_features: int, seed: int, repeats
 
     torch.manual_seed(seed)
     model = models.GradingCNN(7, input_size=96).eval()        # random weights: the cost is the same as trained
-    images = np.stack([synth.render_grade_patch(seed + i, 2 + i % 5).rgb for i in range(n_patches)])
+    images = np.stack([histology.render_grade_patch(seed + i, 2 + i % 5).rgb for i in range(n_patches)])
     x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         targets = model(x).argmax(1).tolist()

@@ -1,4 +1,4 @@
-"""NMF: helpers.concepts (torch HALS) vs scikit-learn on the same activation-like matrix; and a streamed fit of
+"""NMF: helpers.methods.concepts (torch HALS) vs scikit-learn on the same activation-like matrix; and a streamed fit of
 a matrix on disk with its peak memory. Prints ratios; run on demand, never in CI:
 
     .venv/bin/python benchmarks/nmf_benchmark.py                 # 100 000 × 512 and 4 000 000 × 512
@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _timing import best_of  # noqa: E402  (benchmarks/ is the script's folder)
-from helpers import concepts  # noqa: E402
+from helpers.methods import concepts  # noqa: E402
 
 
 def activation_like(n, c=512, k=6, seed=0, sparsity_shift=0.6):

@@ -1,4 +1,4 @@
-"""Seeded iterative clustering (helpers.sic) on one slide-sized problem: 10 000 patches × 512 dims with a
+"""Seeded iterative clustering (helpers.methods.seeded.sic) on one slide-sized problem: 10 000 patches × 512 dims with a
 lesion of 8 % of the patches and 5 clicks per class. Prints the time of the whole algorithm (acceptance: ≤ 1 s per
 10 000-patch slide), of one seeded 2-means on the float32 store (scikit-learn's Lloyd iterations started at
 the seed means) beside the same fit in float64 (same labels, checked), and the patch-level F1. On demand, never in CI:
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers import sic  # noqa: E402
+from helpers.methods.seeded import sic  # noqa: E402
 
 
 def main(n_patches: int, dims: int, lesion_fraction: float, clicks: int, seed: int):

@@ -1,4 +1,5 @@
-"""Validated on-disk caches: a folder of ``.npy`` arrays plus ``manifest.json`` (config + sha256 per file).
+"""Validated on-disk caches: a folder of ``.npy`` arrays plus ``manifest.json`` (config + sha256 per file), and
+model checkpoints (``model.pt`` + ``info.json``) under ``DATA_DIR/cache/models``.
 
 A cache is reused only when its manifest's config equals the one asked for and every file's checksum
 matches; otherwise it is rebuilt, with a message saying why.
@@ -21,8 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .env import check_data_dir
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+CHECKPOINT = "model.pt"
+INFO = "info.json"
 OWNED = ".written-by-helpers"   # marker file: this folder was built by helpers and may be replaced by a rebuild
 
 
@@ -101,6 +106,12 @@ def source_fingerprint(*modules) -> str:
 def config_key(config) -> str:
     """A short stable hash of a config, used in cache folder names."""
     return hashlib.sha256(json.dumps(_canonical(config), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def folder_for(data_dir, name: str, config) -> Path:
+    """``DATA_DIR/cache/<name>-<config key>``: where the artefact ``name`` built with ``config`` lives (DATA_DIR is
+    checked, see :func:`helpers.env.check_data_dir`)."""
+    return check_data_dir(data_dir) / f"{safe_name(name, 'cache name')}-{config_key(config)}"
 
 
 @contextmanager
@@ -213,3 +224,53 @@ def ensure_arrays(folder, config: dict, build, mmap: bool = True, verbose: bool 
     if verbose:
         print(f"built {folder.name} in {time.perf_counter() - started:.1f} s")
     return load_arrays(folder, config, mmap)
+
+
+# ------------------------------------------------------------------------------------ model checkpoints
+# ---------------------------------------------------------------------------------- cached checkpoints
+def models_root(data_dir) -> Path:
+    root = check_data_dir(data_dir) / "models"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def save_checkpoint(folder, model, config: dict, info: dict) -> Path:
+    """Write ``model.pt`` and ``info.json`` (config, sha256 of the weights, metrics, history) atomically."""
+    with building(folder) as tmp:
+        import torch
+
+        torch.save(model.state_dict(), tmp / CHECKPOINT)
+        record = {"config": _canonical(config), "sha256": sha256_file(tmp / CHECKPOINT),
+                  "architecture": type(model).__name__, **_canonical(info)}
+        (tmp / INFO).write_text(json.dumps(record, indent=1, sort_keys=True))
+    return Path(folder)
+
+
+def load_checkpoint(folder, model, config: dict | None = None) -> dict:
+    """Load weights into ``model`` after checking the config, the checksum and the architecture; returns info."""
+    folder = Path(folder)
+    info_path, weights = folder / INFO, folder / CHECKPOINT
+    if not info_path.exists() or not weights.exists():
+        raise CacheError(f"checkpoint {folder} is incomplete (missing {INFO} or {CHECKPOINT})")
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as err:      # truncated or edited by hand: retrain rather than stop
+        raise CacheError(f"checkpoint {folder}: {INFO} is not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise CacheError(f"checkpoint {folder}: {INFO} is not a checkpoint record")
+    if config is not None and info.get("config") != _canonical(config):
+        raise CacheError(f"checkpoint {folder} is stale: it was trained with another configuration")
+    if sha256_file(weights) != info.get("sha256"):
+        raise CacheError(f"checkpoint {folder} is corrupted: checksum mismatch in {CHECKPOINT}")
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise ValueError(f"checkpoint {folder} holds a {info.get('architecture')} whose tensors do not fit this "
+                         f"{type(model).__name__} ({first[1].strip() if len(first) > 1 else first[0]}); build the "
+                         f"model with the checkpoint's configuration {info.get('config', {}).get('model')} or "
+                         f"retrain it.") from None
+    return info

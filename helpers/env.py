@@ -1,10 +1,12 @@
-"""Device selection, seeding/determinism and the version report every notebook prints."""
+"""The environment of a run: device selection, seeding/determinism, the version report every notebook prints, and
+the checks of the folders a notebook is given (``DATA_DIR``, ``OUTPUT_DIR``)."""
 from __future__ import annotations
 
 import importlib
 import os
 import platform
 import random
+from pathlib import Path
 
 import numpy as np
 
@@ -76,3 +78,32 @@ def setup(seed: int = 0, device: str = "auto", deterministic: bool = True, verbo
         print(f"platform: {platform.platform()}  cpu count: {os.cpu_count()}")
         print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     return dev
+
+
+# ------------------------------------------------------------------------------------------ folders
+def ensure_writable_dir(path, what: str = "directory", create: bool = True) -> Path:
+    """Return ``path`` as a Path after checking it is (or can be made) a writable directory."""
+    if path is None or str(path).strip() == "":
+        raise ValueError(f"{what} is empty; set it in the notebook's parameters cell.")
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what}={str(path)!r} is a file, not a directory; point {what} at a folder.")
+    if not path.exists():
+        if not create:
+            raise FileNotFoundError(f"{what}={str(path)!r} does not exist; create it or set {what} to an existing folder.")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PermissionError(f"{what}={str(path)!r} cannot be created ({err.strerror}); "
+                                  f"set {what} to a folder you can write to.") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what}={str(path)!r} is not writable; set {what} to a folder you can write to.")
+    return path
+
+
+def check_data_dir(data_dir) -> Path:
+    """DATA_DIR must exist and be writable (caches go to DATA_DIR/cache); returns the cache root."""
+    root = ensure_writable_dir(data_dir, what="DATA_DIR", create=False)
+    cache_root = root / "cache"
+    cache_root.mkdir(exist_ok=True)
+    return cache_root

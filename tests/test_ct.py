@@ -1,41 +1,43 @@
 import numpy as np
 import pytest
 
-from helpers import ct
+from helpers.data import bundled, formats
+from helpers.simulate import ct
+from helpers.methods.sarcoidosis import registration
 
 
 def test_nifti_roundtrip_keeps_affine_and_spacing(tmp_path):
     vol = np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32)
     affine = np.diag([2.0, 3.0, 1.5, 1.0])
     affine[:3, 3] = [10, -4, 2]
-    path = ct.save_nifti(tmp_path / "v.nii.gz", vol, affine)
-    data, aff, spacing = ct.load_nifti(path, ndim=3)
+    path = formats.save_nifti(tmp_path / "v.nii.gz", vol, affine)
+    data, aff, spacing = formats.load_nifti(path, ndim=3)
     np.testing.assert_allclose(data, vol)
     np.testing.assert_allclose(aff, affine)
     assert spacing == (2.0, 3.0, 1.5)
     with pytest.raises(FileExistsError, match="overwrite"):
-        ct.save_nifti(path, vol, affine)
+        formats.save_nifti(path, vol, affine)
 
 
 def test_nifti_bad_inputs(tmp_path):
-    p4 = ct.save_nifti(tmp_path / "v4.nii.gz", np.zeros((3, 3, 3, 2), np.float32))
+    p4 = formats.save_nifti(tmp_path / "v4.nii.gz", np.zeros((3, 3, 3, 2), np.float32))
     with pytest.raises(ValueError, match="expected a 3-D volume"):
-        ct.load_nifti(p4, ndim=3)
+        formats.load_nifti(p4, ndim=3)
     vol = np.zeros((4, 4, 4), np.float32)
     vol[1, 1, 1] = np.nan
-    pn = ct.save_nifti(tmp_path / "nan.nii.gz", vol)
+    pn = formats.save_nifti(tmp_path / "nan.nii.gz", vol)
     with pytest.raises(ValueError, match="non-finite"):
-        ct.load_nifti(pn)
+        formats.load_nifti(pn)
     (tmp_path / "junk.nii").write_bytes(b"not a nifti")
     with pytest.raises(ValueError, match="not a readable NIfTI"):
-        ct.load_nifti(tmp_path / "junk.nii")
+        formats.load_nifti(tmp_path / "junk.nii")
 
 
 def test_dicom_slice_and_series(tmp_path):
     import pydicom
     from pydicom.data import get_testdata_file
 
-    hu = ct.ct_small_slice()
+    hu = bundled.ct_small_slice()
     assert hu.shape == (128, 128) and hu.min() < -500 and hu.max() > 500   # air and bone in HU
     src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     folder = tmp_path / "series"
@@ -47,12 +49,12 @@ def test_dicom_slice_and_series(tmp_path):
         arr[0, 0] = i
         ds.PixelData = arr.tobytes()
         ds.save_as(folder / f"s{i}.dcm")
-    vol, spacing = ct.load_dicom_series(folder)
+    vol, spacing = formats.load_dicom_series(folder)
     assert vol.shape == (3, 128, 128) and spacing[0] == 10.0
     slope, inter = float(src.RescaleSlope), float(src.RescaleIntercept)
     assert [vol[k, 0, 0] for k in range(3)] == [1 * slope + inter, 2 * slope + inter, 0 * slope + inter]
     with pytest.raises(FileNotFoundError, match="no DICOM"):
-        ct.load_dicom_series(tmp_path / "empty")
+        formats.load_dicom_series(tmp_path / "empty")
 
 
 def _series(folder, positions, uids=None, orientation=None):
@@ -83,7 +85,7 @@ def _series(folder, positions, uids=None, orientation=None):
 def test_dicom_series_refuses_what_would_stack_wrongly(tmp_path, positions, uids, match):
     folder = _series(tmp_path / "series", positions, uids)
     with pytest.raises(ValueError, match=match):
-        ct.load_dicom_series(folder)
+        formats.load_dicom_series(folder)
 
 
 def test_dicom_series_sorts_along_the_slice_normal(tmp_path):
@@ -93,7 +95,7 @@ def test_dicom_series_sorts_along_the_slice_normal(tmp_path):
 
     folder = _series(tmp_path / "series", [(25.0, 0, 5.0), (5.0, 0, 5.0), (15.0, 0, 5.0)],
                      orientation=(0, 1, 0, 0, 0, -1))
-    vol, spacing = ct.load_dicom_series(folder)
+    vol, spacing = formats.load_dicom_series(folder)
     src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     markers = [round((float(v) - float(src.RescaleIntercept)) / float(src.RescaleSlope)) for v in vol[:, 0, 0]]
     assert spacing[0] == pytest.approx(10.0) and markers == [0, 2, 1]     # x = 25, 15, 5 along −x
@@ -101,32 +103,30 @@ def test_dicom_series_sorts_along_the_slice_normal(tmp_path):
 
 # ------------------------------------------------------------------ cohorts, templates, registration (paper 004)
 def small_cohort(n=6, shape=(16, 16, 16)):
-    from helpers import synth
-
-    return synth.simulate_cohort(n, shape, seed=0, progress=False)
+    return ct.simulate_cohort(n, shape, seed=0, progress=False)
 
 
 def test_cohort_roundtrip_and_refusals(tmp_path):
     vols, lungs, table = small_cohort()
-    folder = ct.write_cohort(tmp_path / "cohort", vols, table, (6.0, 5.0, 4.0))
-    back, table_back, spacing = ct.load_cohort(folder)
+    folder = formats.write_cohort(tmp_path / "cohort", vols, table, (6.0, 5.0, 4.0))
+    back, table_back, spacing = formats.load_cohort(folder)
     np.testing.assert_allclose(back, vols)
     assert spacing == (6.0, 5.0, 4.0) and list(table_back["subject"]) == list(table["subject"])
-    _, affine, nifti_spacing = ct.load_nifti(folder / "sub-001.nii.gz", ndim=3)
+    _, affine, nifti_spacing = formats.load_nifti(folder / "sub-001.nii.gz", ndim=3)
     assert nifti_spacing == (4.0, 5.0, 6.0)                      # NIfTI stores x, y, z
     with pytest.raises(FileExistsError, match="already holds a cohort"):
-        ct.write_cohort(folder, vols, table)
+        formats.write_cohort(folder, vols, table)
     # a 4-D file and a file with NaN in the cohort are named
-    ct.save_nifti(folder / "sub-002.nii.gz", np.zeros((16, 16, 16, 2), np.float32), overwrite=True)
+    formats.save_nifti(folder / "sub-002.nii.gz", np.zeros((16, 16, 16, 2), np.float32), overwrite=True)
     with pytest.raises(ValueError, match="sub-002.*expected a 3-D volume"):
-        ct.load_cohort(folder)
+        formats.load_cohort(folder)
     bad = vols[1].copy()
     bad[3, 3, 3] = np.nan
-    ct.save_nifti(folder / "sub-002.nii.gz", ct.to_nifti_axes(bad), overwrite=True)
+    formats.save_nifti(folder / "sub-002.nii.gz", formats.to_nifti_axes(bad), overwrite=True)
     with pytest.raises(ValueError, match="non-finite"):
-        ct.load_cohort(folder)
+        formats.load_cohort(folder)
     with pytest.raises(FileNotFoundError, match="participants.csv"):
-        ct.load_cohort(tmp_path / "nowhere")
+        formats.load_cohort(tmp_path / "nowhere")
 
 
 def test_template_registration_improves_alignment_and_refuses_other_shapes():
@@ -134,22 +134,22 @@ def test_template_registration_improves_alignment_and_refuses_other_shapes():
 
     vols, lungs, _ = small_cohort(n=5, shape=(24, 24, 24))
     drive = np.stack([ndimage.gaussian_filter(m.astype(np.float32), 1.0) for m in lungs])
-    template, idx = ct.build_template(drive, (6.0,) * 3, sample_fraction=0.5, iterations=1, min_subjects=2)
+    template, idx = registration.build_template(drive, (6.0,) * 3, sample_fraction=0.5, iterations=1, min_subjects=2)
     assert template.shape == vols.shape[1:] and len(idx) == 2
-    warped, warped_lungs = ct.register_to_template(vols, template, (6.0,) * 3, extra=drive, drive=drive,
+    warped, warped_lungs = registration.register_to_template(vols, template, (6.0,) * 3, extra=drive, drive=drive,
                                                    progress=False)
-    before = ct.alignment_correlation(drive, template).mean()
-    after = ct.alignment_correlation(warped_lungs, template).mean()
+    before = registration.alignment_correlation(drive, template).mean()
+    after = registration.alignment_correlation(warped_lungs, template).mean()
     assert after > before + 0.02
     with pytest.raises(ValueError, match="template is .* but the volumes are"):
-        ct.register_to_template(vols, np.zeros((8, 8, 8), np.float32), (6.0,) * 3, progress=False)
+        registration.register_to_template(vols, np.zeros((8, 8, 8), np.float32), (6.0,) * 3, progress=False)
 
 
 def test_outcome_association_equals_two_sample_t_test():
     import pandas as pd
     from scipy import stats
 
-    from helpers import cohort
+    from helpers.methods.sarcoidosis import cohort
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 30)
@@ -166,17 +166,17 @@ def test_outcome_association_equals_two_sample_t_test():
 
 
 def test_registration_gives_the_same_numbers_twice():
-    """ANTs SyN with a seed on one ITK thread (set by helpers.ct) is bit-reproducible; seed 0 must not fall back to
+    """ANTs SyN with a seed on one ITK thread (set by helpers.methods.sarcoidosis.registration) is bit-reproducible; seed 0 must not fall back to
     ANTs' clock seed."""
     from scipy import ndimage
 
     rng = np.random.default_rng(0)
     base = ndimage.gaussian_filter(rng.random((20, 20, 20)).astype(np.float32), 2)
     vols = np.stack([ndimage.shift(base, (i * 0.7, -i * 0.5, i * 0.3), order=1) for i in range(3)])
-    first, _ = ct.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
-    second, _ = ct.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
+    first, _ = registration.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
+    second, _ = registration.register_to_template(vols, base, (2.0,) * 3, progress=False, seed=0)
     assert np.array_equal(first, second)
-    assert ct.ITK_THREADS == "1"
+    assert registration.ITK_THREADS == "1"
 
 
 def test_write_cohort_never_touches_files_it_did_not_write(tmp_path):
@@ -185,13 +185,13 @@ def test_write_cohort_never_touches_files_it_did_not_write(tmp_path):
     user.mkdir()
     (user / "sub-001.nii.gz").write_bytes(b"the user's own scan")
     with pytest.raises(FileExistsError, match="not written by helpers"):
-        ct.write_cohort(user, vols, table, overwrite=True)
+        formats.write_cohort(user, vols, table, overwrite=True)
     assert (user / "sub-001.nii.gz").read_bytes() == b"the user's own scan"
     assert sorted(p.name for p in user.iterdir()) == ["sub-001.nii.gz"]
     # its own cohort it may replace, and only when asked
-    folder = ct.write_cohort(tmp_path / "cohort", vols, table)
-    ct.write_cohort(folder, vols[::-1].copy(), table, overwrite=True)
-    np.testing.assert_allclose(ct.load_cohort(folder)[0], vols[::-1])
+    folder = formats.write_cohort(tmp_path / "cohort", vols, table)
+    formats.write_cohort(folder, vols[::-1].copy(), table, overwrite=True)
+    np.testing.assert_allclose(formats.load_cohort(folder)[0], vols[::-1])
 
 
 @pytest.mark.parametrize("change, match", [
@@ -205,5 +205,5 @@ def test_write_cohort_refuses_inconsistent_input(tmp_path, change, match):
     vols, _, table = small_cohort()
     v, t = change(vols, table.copy())
     with pytest.raises(ValueError, match=match):
-        ct.write_cohort(tmp_path / "cohort", v, t)
+        formats.write_cohort(tmp_path / "cohort", v, t)
     assert not (tmp_path / "cohort").exists()

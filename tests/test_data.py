@@ -3,17 +3,19 @@ import json
 import numpy as np
 import pytest
 
-from helpers import cache, data, synth
+from helpers import cache, presets
+from helpers.data import formats, tissue
+from helpers.simulate import datasets, histology
 
 
 # ------------------------------------------------------------------------------------------------- tiling
-def _brute_force_tiles(tissue, tile, stride, min_tissue, label, centre):
+def _brute_force_tiles(mask, tile, stride, min_tissue, label, centre):
     out = []
-    h, w = tissue.shape
+    h, w = mask.shape
     off = (tile - centre) // 2
     for y in range(0, h - tile + 1, stride):
         for x in range(0, w - tile + 1, stride):
-            frac = tissue[y:y + tile, x:x + tile].mean()
+            frac = mask[y:y + tile, x:x + tile].mean()
             if frac >= min_tissue:
                 lab = label[y + off:y + off + centre, x + off:x + off + centre].any()
                 out.append((y, x, frac, int(lab)))
@@ -22,13 +24,13 @@ def _brute_force_tiles(tissue, tile, stride, min_tissue, label, centre):
 
 def test_tiling_matches_a_brute_force_reference():
     rng = np.random.default_rng(0)
-    tissue = np.zeros((300, 260), bool)
-    tissue[40:280, 20:230] = True
-    tissue &= rng.random(tissue.shape) > 0.1
-    label = np.zeros_like(tissue)
+    mask = np.zeros((300, 260), bool)
+    mask[40:280, 20:230] = True
+    mask &= rng.random(mask.shape) > 0.1
+    label = np.zeros_like(mask)
     label[100:150, 60:140] = True
-    got = data.tile_slide(tissue, 64, 32, 0.6, label, centre=32)
-    ref = _brute_force_tiles(tissue, 64, 32, 0.6, label, 32)
+    got = tissue.tile_slide(mask, 64, 32, 0.6, label, centre=32)
+    ref = _brute_force_tiles(mask, 64, 32, 0.6, label, 32)
     assert len(got["coords"]) == len(ref) > 10
     assert [tuple(c) for c in got["coords"]] == [(r[0], r[1]) for r in ref]
     np.testing.assert_allclose(got["tissue_fraction"], [r[2] for r in ref])
@@ -37,18 +39,18 @@ def test_tiling_matches_a_brute_force_reference():
 
 
 def test_tiling_errors_name_the_parameter():
-    tissue = np.ones((100, 100), bool)
+    mask = np.ones((100, 100), bool)
     with pytest.raises(ValueError, match="larger than the slide"):
-        data.tile_slide(tissue, 128, 64)
+        tissue.tile_slide(mask, 128, 64)
     with pytest.raises(ValueError, match="MIN_TISSUE"):
-        data.tile_slide(np.zeros((100, 100), bool), 32, 32, 0.5)
+        tissue.tile_slide(np.zeros((100, 100), bool), 32, 32, 0.5)
     with pytest.raises(ValueError, match="label mask shape"):
-        data.tile_slide(tissue, 32, 32, 0.5, np.ones((50, 50), bool))
+        tissue.tile_slide(mask, 32, 32, 0.5, np.ones((50, 50), bool))
 
 
 def test_tissue_detection_finds_simulated_tissue():
-    slide = synth.render_slide(3, size=768)
-    detected = data.tissue_mask_from_rgb(slide.scene.rgb)
+    slide = histology.render_slide(3, size=768)
+    detected = tissue.tissue_mask_from_rgb(slide.scene.rgb)
     truth = slide.scene.masks["tissue"]
     iou = (detected & truth).sum() / (detected | truth).sum()
     assert iou > 0.9
@@ -56,12 +58,12 @@ def test_tissue_detection_finds_simulated_tissue():
 
 def test_mask_packing_roundtrip():
     rng = np.random.default_rng(1)
-    masks = {n: rng.random((20, 30)) > 0.5 for n in synth.MASK_NAMES}
-    packed = data.pack_masks(masks)
-    for n in synth.MASK_NAMES:
-        assert np.array_equal(data.unpack_mask(packed, n), masks[n])
+    masks = {n: rng.random((20, 30)) > 0.5 for n in histology.MASK_NAMES}
+    packed = datasets.pack_masks(masks)
+    for n in histology.MASK_NAMES:
+        assert np.array_equal(datasets.unpack_mask(packed, n), masks[n])
     with pytest.raises(ValueError, match="unknown mask"):
-        data.unpack_mask(packed, "bone")
+        datasets.unpack_mask(packed, "bone")
 
 
 # -------------------------------------------------------------------------------------------------- caches
@@ -92,14 +94,14 @@ def test_cache_reuses_rebuilds_and_detects_corruption(tmp_path, capsys):
 
 def test_data_dir_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="DATA_DIR"):
-        data.ensure_grading_patches(tmp_path / "missing", smoke=True)
+        datasets.ensure_grading_patches(tmp_path / "missing", smoke=True)
 
 
 def test_presets_refuse_unknown_options():
     with pytest.raises(ValueError, match="unknown option"):
-        data.preset("grading", smoke=True, epochs=3)
+        presets.data("grading", smoke=True, epochs=3)
     with pytest.raises(ValueError, match="unknown data set"):
-        data.preset("mri")
+        presets.data("mri")
 
 
 def test_simulated_datasets_are_deterministic(tmp_path):
@@ -108,25 +110,25 @@ def test_simulated_datasets_are_deterministic(tmp_path):
     for run in ("a", "b"):
         d = tmp_path / run
         d.mkdir()
-        data.ensure_grading_patches(d, smoke=True, seed=0, train=3, val=1, test=1)
-        data.ensure_regression_patches(d, smoke=True, seed=0, per_sample=2)
-        data.ensure_tile_slides(d, smoke=True, seed=0, size=256)
+        datasets.ensure_grading_patches(d, smoke=True, seed=0, train=3, val=1, test=1)
+        datasets.ensure_regression_patches(d, smoke=True, seed=0, per_sample=2)
+        datasets.ensure_tile_slides(d, smoke=True, seed=0, size=256)
         manifests = sorted((d / "cache").glob("*/manifest.json"))
         digests.append({m.parent.name: json.loads(m.read_text())["files"] for m in manifests})
     assert digests[0] == digests[1] and len(digests[0]) == 3
     other = tmp_path / "c"
     other.mkdir()
-    data.ensure_grading_patches(other, smoke=True, seed=1, train=3, val=1, test=1)
+    datasets.ensure_grading_patches(other, smoke=True, seed=1, train=3, val=1, test=1)
     m = json.loads(next((other / "cache").glob("grading-*/manifest.json")).read_text())["files"]
     assert m["images.npy"] != next(v for k, v in digests[0].items() if k.startswith("grading"))["images.npy"]
 
 
 def test_grading_splits_are_balanced(data_dir):
-    arrays, meta = data.ensure_grading_patches(data_dir, smoke=True, train=4, val=2, test=3)
+    arrays, meta = datasets.ensure_grading_patches(data_dir, smoke=True, train=4, val=2, test=3)
     counts = np.zeros((3, 7), int)
     np.add.at(counts, (arrays["split"], arrays["label"]), 1)
     assert (counts == np.array([[4], [2], [3]])).all()
-    assert meta["classes"] == list(synth.GRADES)
+    assert meta["classes"] == list(formats.GRADES)
 
 
 # ------------------------------------------------------------------------------------------ real formats
@@ -137,28 +139,28 @@ def test_pannuke_roundtrip_and_bad_files(tmp_path):
     types = np.zeros_like(inst, np.uint8)
     types[inst == 1] = 1
     types[inst == 2] = 2
-    masks = data.to_pannuke_masks(inst, types)
+    masks = formats.to_pannuke_masks(inst, types)
     images = np.full((3, 16, 16, 3), 200.0)
-    data.write_pannuke_fold(tmp_path / "fold", images, masks, np.array(["Prostate"] * 3))
-    fold = data.load_pannuke_fold(tmp_path / "fold")
-    neo, non = data.pannuke_binary_masks(fold["masks"])
+    formats.write_pannuke_fold(tmp_path / "fold", images, masks, np.array(["Prostate"] * 3))
+    fold = formats.load_pannuke_fold(tmp_path / "fold")
+    neo, non = formats.pannuke_binary_masks(fold["masks"])
     assert np.array_equal(neo, types == 1) and np.array_equal(non, types == 2)
     with pytest.raises(FileExistsError, match="overwritten"):
-        data.write_pannuke_fold(tmp_path / "fold", images, masks, np.array(["P"] * 3))
+        formats.write_pannuke_fold(tmp_path / "fold", images, masks, np.array(["P"] * 3))
     bad = tmp_path / "bad"
-    data.write_pannuke_fold(bad, images, masks[..., :5], np.array(["P"] * 3))
+    formats.write_pannuke_fold(bad, images, masks[..., :5], np.array(["P"] * 3))
     with pytest.raises(ValueError, match="N×H×W×6"):
-        data.load_pannuke_fold(bad)
+        formats.load_pannuke_fold(bad)
     bad2 = tmp_path / "bad2"
-    data.write_pannuke_fold(bad2, images[..., 0], masks, np.array(["P"] * 3))
+    formats.write_pannuke_fold(bad2, images[..., 0], masks, np.array(["P"] * 3))
     with pytest.raises(ValueError, match="N×H×W×3"):
-        data.load_pannuke_fold(bad2)
+        formats.load_pannuke_fold(bad2)
     bad3 = tmp_path / "bad3"
-    data.write_pannuke_fold(bad3, np.full((3, 16, 16, 3), "x"), masks, np.array(["P"] * 3))
+    formats.write_pannuke_fold(bad3, np.full((3, 16, 16, 3), "x"), masks, np.array(["P"] * 3))
     with pytest.raises(TypeError, match="not numeric"):
-        data.load_pannuke_fold(bad3)
+        formats.load_pannuke_fold(bad3)
     with pytest.raises(FileNotFoundError, match="types.npy"):
-        data.load_pannuke_fold(tmp_path)
+        formats.load_pannuke_fold(tmp_path)
 
 
 def test_diagset_folder(tmp_path):
@@ -168,11 +170,11 @@ def test_diagset_folder(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(2):
             iio.imwrite(tmp_path / cls / f"p{i}.png", np.zeros((8, 8, 3), np.uint8))
-    paths, labels = data.load_diagset_folder(tmp_path)
+    paths, labels = formats.load_diagset_folder(tmp_path)
     assert len(paths) == 4 and sorted(labels.tolist()) == [0, 0, 4, 4]
     (tmp_path / "R7").mkdir()
     with pytest.raises(ValueError, match="unknown grade 'R7'"):
-        data.load_diagset_folder(tmp_path)
+        formats.load_diagset_folder(tmp_path)
 
 
 def test_digestpath_pairs(tmp_path):
@@ -183,12 +185,12 @@ def test_digestpath_pairs(tmp_path):
     mask[2:5, 3:7] = 255
     iio.imwrite(tmp_path / "a.png", img)
     iio.imwrite(tmp_path / "a_mask.png", mask)
-    pairs = data.load_digestpath_pairs(tmp_path)
-    im, m = data.load_digestpath_pair(*pairs[0])
+    pairs = formats.load_digestpath_pairs(tmp_path)
+    im, m = formats.load_digestpath_pair(*pairs[0])
     assert im.shape == (10, 12, 3) and m.sum() == 12
     iio.imwrite(tmp_path / "b.png", img)
     with pytest.raises(FileNotFoundError, match="without a '_mask' mask"):
-        data.load_digestpath_pairs(tmp_path)
+        formats.load_digestpath_pairs(tmp_path)
 
 
 def test_pyramidal_tiff_levels(tmp_path):
@@ -199,11 +201,11 @@ def test_pyramidal_tiff_levels(tmp_path):
     with tifffile.TiffWriter(path) as tw:
         tw.write(base, subifds=1, tile=(16, 16), photometric="rgb")
         tw.write(base[::2, ::2], subfiletype=1, tile=(16, 16), photometric="rgb")
-    assert np.array_equal(data.read_wsi(path), base)
-    assert data.read_wsi(path, level=1).shape == (32, 40, 3)
-    assert np.array_equal(data.read_wsi(path, region=(4, 8, 10, 12)), base[4:14, 8:20])
-    assert data.wsi_info(path)["levels"] == [(64, 80, 3), (32, 40, 3)]
+    assert np.array_equal(formats.read_wsi(path), base)
+    assert formats.read_wsi(path, level=1).shape == (32, 40, 3)
+    assert np.array_equal(formats.read_wsi(path, region=(4, 8, 10, 12)), base[4:14, 8:20])
+    assert formats.wsi_info(path)["levels"] == [(64, 80, 3), (32, 40, 3)]
     with pytest.raises(ValueError, match="level 5 does not exist"):
-        data.read_wsi(path, level=5)
+        formats.read_wsi(path, level=5)
     with pytest.raises(FileNotFoundError, match="SLIDE_PATH"):
-        data.read_wsi(tmp_path / "none.svs")
+        formats.read_wsi(tmp_path / "none.svs")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cache, features, models, train
+from helpers import cache, features, models
 
 
 def _arrays():
@@ -72,7 +72,7 @@ def test_save_checkpoint_never_replaces_a_folder_it_did_not_write(tmp_path):
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(b"my own weights")
     with pytest.raises(cache.NotOwnedError):
-        train.save_checkpoint(folder, torch.nn.Linear(2, 2), {"k": 1}, {})
+        cache.save_checkpoint(folder, torch.nn.Linear(2, 2), {"k": 1}, {})
     assert (folder / "model.pt").read_bytes() == b"my own weights"
 
 

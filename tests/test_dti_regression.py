@@ -1,53 +1,54 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from helpers import dti, explain, explorer, models, train, xai_metrics
+from helpers import explain, models, recipes, training, xai_metrics
+from helpers.data import bundled
+from helpers.methods.dti import diffusion, explorer
 
 
 # ------------------------------------------------------------------------------------------------ DTI
 def test_md_fa_equal_dipy_on_real_data():
-    data, bvals, bvecs = dti.load_dwi("small_25")
-    fit = dti.fit_tensor(data, bvals, bvecs)
+    data, bvals, bvecs = bundled.load_dwi("small_25")
+    fit = diffusion.fit_tensor(data, bvals, bvecs)
     ok = (fit.evals > 0).all(-1)
-    md, fa = dti.md_fa(fit.evals[ok])
+    md, fa = diffusion.md_fa(fit.evals[ok])
     assert ok.mean() > 0.5
     np.testing.assert_allclose(md, fit.md[ok], rtol=1e-6)
     np.testing.assert_allclose(fa, fit.fa[ok], atol=1e-6)
 
 
 def test_md_fa_by_hand():
-    md, fa = dti.md_fa(np.array([[1.0, 1.0, 1.0], [3.0, 0.0001, 0.0001]]))
+    md, fa = diffusion.md_fa(np.array([[1.0, 1.0, 1.0], [3.0, 0.0001, 0.0001]]))
     assert md[0] == pytest.approx(1.0) and fa[0] == pytest.approx(0.0)
     assert fa[1] == pytest.approx(1.0, abs=1e-3)               # a stick: FA → 1
 
 
 def test_bad_dti_inputs_are_named():
-    data, bvals, bvecs = dti.load_dwi("small_25")
+    data, bvals, bvecs = bundled.load_dwi("small_25")
     with pytest.raises(ValueError, match="must match one to one"):
-        dti.fit_tensor(data, bvals[:-1], bvecs[:-1])
+        diffusion.fit_tensor(data, bvals[:-1], bvecs[:-1])
     with pytest.raises(ValueError, match="non-positive eigenvalues"):
-        dti.md_fa(np.array([[1.0, 0.5, -0.1]]))
+        diffusion.md_fa(np.array([[1.0, 0.5, -0.1]]))
     with pytest.raises(ValueError, match="unknown dipy data set"):
-        dti.load_dwi("hardi")
+        bundled.load_dwi("hardi")
 
 
 # ------------------------------------------------------------------------------------------ regression
 def test_regression_targets_and_split():
     reg = {"md": np.array([1.0, 0.9, 0.8]), "fa": np.array([0.2, 0.3, 0.4]), "cc": np.array([3, 4, 5])}
-    assert train.regression_targets(reg, ("md", "cc")).shape == (3, 2)
+    assert recipes.regression_targets(reg, ("md", "cc")).shape == (3, 2)
     with pytest.raises(ValueError, match="unknown target"):
-        train.regression_targets(reg, ("adc",))
+        recipes.regression_targets(reg, ("adc",))
     reg["fa"] = np.array([0.2, np.nan, 0.4])
     with pytest.raises(ValueError, match="NaN"):
-        train.regression_targets(reg, ("fa",))
+        recipes.regression_targets(reg, ("fa",))
     samples = np.repeat(np.arange(4), 25)
-    tr, va, te = train.regression_split(samples, (2, 3), seed=0)
+    tr, va, te = recipes.regression_split(samples, (2, 3), seed=0)
     assert len(tr) == 30 and len(va) == len(te) == 10
     assert set(samples[np.r_[tr, va, te]]) == {2, 3} and not set(tr) & set(va) | set(tr) & set(te)
-    with pytest.raises(train.TrainingError, match="at least 5"):
-        train.regression_split(samples, (7,), seed=0)
+    with pytest.raises(training.TrainingError, match="at least 5"):
+        recipes.regression_split(samples, (7,), seed=0)
 
 
 def test_regression_net_heads_and_frozen_backbone():
@@ -58,7 +59,7 @@ def test_regression_net_heads_and_frozen_backbone():
     net.train()
     assert not net.backbone.training and net.dense.training
     assert not any(p.requires_grad for p in net.backbone.parameters())
-    r2 = train.r2_scores(np.array([[1.0, 2], [2, 4], [3, 6]]), np.array([[1.0, 2], [2, 4], [3, 5]]))
+    r2 = recipes.r2_scores(np.array([[1.0, 2], [2, 4], [3, 6]]), np.array([[1.0, 2], [2, 4], [3, 5]]))
     assert r2[0] == pytest.approx(1.0) and r2[1] == pytest.approx(1 - 1 / 8)
 
 
@@ -73,14 +74,14 @@ def test_test_time_symmetries_average_the_eight_turned_patches():
         turned = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
         by_hand = torch.stack([net(t) for t in turned + [torch.flip(t, dims=(3,)) for t in turned]]).mean(0)
     expected = by_hand.numpy() * np.array(scale["std"]) + np.array(scale["mean"])
-    np.testing.assert_allclose(train.predict_regression(net, images, scale | {"symmetries": 8}), expected,
+    np.testing.assert_allclose(recipes.predict_regression(net, images, scale | {"symmetries": 8}), expected,
                                rtol=1e-5, atol=1e-5)
-    plain = train.predict_regression(net, images, scale)                       # no "symmetries": one pass
+    plain = recipes.predict_regression(net, images, scale)                       # no "symmetries": one pass
     np.testing.assert_allclose(plain, net(x).detach().numpy() * np.array(scale["std"]) + np.array(scale["mean"]),
                                rtol=1e-5, atol=1e-5)
     assert not np.allclose(plain, expected, atol=1e-3)                         # the average did change something
     with pytest.raises(ValueError, match="use 1 \\(none\\), 2, 4 or 8"):
-        train.predict_regression(net, images, scale, symmetries=3)
+        recipes.predict_regression(net, images, scale, symmetries=3)
 
 
 # -------------------------------------------------------------------------------------- explanations

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import embeddings, sic, simclr
+from helpers.methods.seeded import embeddings, sic, simclr
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_two_dask_workers_write_stores_that_a_fresh_process_reads_back_identical
     assert spec.fingerprint() not in embeddings._MODULES
     # the same extraction in this process is the reference
     local = embeddings.extract_embeddings(None, slides, spec, tmp_path / "local", patch=64, stride=32)
-    reader = ("import json, sys, numpy as np; from helpers import embeddings; "
+    reader = ("import json, sys, numpy as np; from helpers.methods.seeded import embeddings; "
               "stores = embeddings.read_stores(sys.argv[1:]); "
               "print(json.dumps([[s.embeddings.tolist(), s.centres.tolist(), s.meta['slide_id']] for s in stores]))")
     done = subprocess.run([sys.executable, "-c", reader, *map(str, paths)], capture_output=True, text=True, cwd=ROOT,

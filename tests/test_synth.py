@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from helpers import synth
+from helpers.data import formats
+from helpers.simulate import histology
 
 
 def _count(inst):
@@ -9,25 +10,25 @@ def _count(inst):
 
 
 def test_same_seed_same_slide_other_seed_other_slide():
-    a = synth.render_slide(5, size=256)
-    b = synth.render_slide(5, size=256)
-    c = synth.render_slide(6, size=256)
+    a = histology.render_slide(5, size=256)
+    b = histology.render_slide(5, size=256)
+    c = histology.render_slide(6, size=256)
     assert np.array_equal(a.scene.rgb, b.scene.rgb)
     assert np.array_equal(a.scene.nuclei_instances, b.scene.nuclei_instances)
     assert not np.array_equal(a.scene.rgb, c.scene.rgb)
 
 
-@pytest.mark.parametrize("grade", synth.GRADES)
+@pytest.mark.parametrize("grade", formats.GRADES)
 def test_every_nucleus_is_in_the_instance_mask(grade):
     for seed in range(3):
-        sc = synth.render_grade_patch(seed, grade, size=96)
+        sc = histology.render_grade_patch(seed, grade, size=96)
         assert sc.n_nuclei == _count(sc.nuclei_instances) > 0
         # types agree with the instance mask
         assert np.array_equal(sc.nuclei_types > 0, sc.nuclei_instances > 0)
 
 
 def test_slide_ground_truth_is_consistent():
-    slide = synth.render_slide(11, size=512, positive=True, n_tumours=2)
+    slide = histology.render_slide(11, size=512, positive=True, n_tumours=2)
     sc = slide.scene
     tumour, tissue = sc.masks["tumour"], sc.masks["tissue"]
     assert slide.label == 1 and len(slide.annotations) == 2 and tumour.any()
@@ -47,18 +48,18 @@ def test_slide_ground_truth_is_consistent():
     assert sc.masks["edge"].any() and not (sc.masks["edge"] & ~tissue).any()
     # background is bright glass, nuclei are dark
     assert sc.rgb[~tissue].mean() > 225 and sc.rgb[sc.nuclei_instances > 0].mean() < sc.rgb[tissue].mean() - 30
-    neg = synth.render_slide(12, size=512, positive=False)
+    neg = histology.render_slide(12, size=512, positive=False)
     assert neg.label == 0 and not neg.scene.masks["tumour"].any() and not (neg.scene.nuclei_types == 1).any()
 
 
 def test_grades_move_morphology_but_neighbours_overlap():
     from scipy.stats import spearmanr
 
-    frac = {g: [] for g in synth.GRADES[2:]}
-    lumen = {g: [] for g in synth.GRADES[2:]}
+    frac = {g: [] for g in formats.GRADES[2:]}
+    lumen = {g: [] for g in formats.GRADES[2:]}
     for g in frac:
         for seed in range(12):
-            sc = synth.render_grade_patch(100 + seed, g, size=96)
+            sc = histology.render_grade_patch(100 + seed, g, size=96)
             frac[g].append((sc.nuclei_instances > 0).mean())
             lumen[g].append(sc.masks["lumen"].mean())
     grade = np.repeat(np.arange(5), 12)
@@ -70,26 +71,26 @@ def test_grades_move_morphology_but_neighbours_overlap():
 
 def test_unknown_grade_is_named():
     with pytest.raises(ValueError, match="R1"):
-        synth.grade_index("R7")
+        formats.grade_index("R7")
     with pytest.raises(ValueError, match="out of range"):
-        synth.render_grade_patch(0, 9)
-    assert synth.grade_index(" r3 ") == 4
+        histology.render_grade_patch(0, 9)
+    assert formats.grade_index(" r3 ") == 4
 
 
 def test_regression_targets_follow_the_tissue():
-    params = synth.regression_sample_params(16, seed=0)
-    rows = [synth.render_regression_patch(i, params, i % 16, size=64)[1] for i in range(64)]
+    params = histology.regression_sample_params(16, seed=0)
+    rows = [histology.render_regression_patch(i, params, i % 16, size=64)[1] for i in range(64)]
     nf = np.array([r["nuclear_fraction"] for r in rows])
     coh = np.array([r["coherence"] for r in rows])
     md = np.array([r["md"] for r in rows])
     fa = np.array([r["fa"] for r in rows])
     assert np.corrcoef(nf, md)[0, 1] < -0.8
     assert np.corrcoef(coh, fa)[0, 1] > 0.8
-    md_, fa_ = synth.md_fa_from_tissue(0.2, 0.5)
+    md_, fa_ = histology.md_fa_from_tissue(0.2, 0.5)
     assert md_ == pytest.approx(1.45 - 2.2 * 0.2) and fa_ == pytest.approx(0.08 + 0.55 * 0.5)
 
 
 def test_unknown_artefact_is_named():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="blur"):
-        synth.render_patch(rng, (32, 32), artefacts=("smudge",))
+        histology.render_patch(rng, (32, 32), artefacts=("smudge",))

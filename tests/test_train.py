@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import cache, data, models, train
+from helpers import cache, models, presets, recipes, training
+from helpers.data import tensors
 
 
 # --------------------------------------------------------------------------------------------- architectures
@@ -52,12 +53,12 @@ def test_bce_dice_loss_and_dice_score_against_references():
     p = torch.sigmoid(logits)
     dice = [(2 * (p[:, c] * target[:, c]).sum() + 1) / (p[:, c].sum() + target[:, c].sum() + 1) for c in range(2)]
     expected = nn.functional.binary_cross_entropy(p, target) + 1 - torch.stack(dice).mean()
-    assert float(train.BCEDiceLoss()(logits, target)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(training.BCEDiceLoss()(logits, target)) == pytest.approx(float(expected), rel=1e-5)
     a, b = rng.random((50, 50)) > 0.5, rng.random((50, 50)) > 0.4
-    assert train.dice_score(a, b) == pytest.approx(f1_score(b.ravel(), a.ravel()))    # Dice is F1 on pixels
-    assert train.dice_score(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
+    assert training.dice_score(a, b) == pytest.approx(f1_score(b.ravel(), a.ravel()))    # Dice is F1 on pixels
+    assert training.dice_score(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
     with pytest.raises(ValueError, match="differ"):
-        train.BCEDiceLoss()(logits, target[:, :1])
+        training.BCEDiceLoss()(logits, target[:, :1])
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -75,31 +76,31 @@ def _tiny():
 
 def test_fit_learns_keeps_the_best_epoch_and_is_deterministic():
     x, y = _blobs()
-    sets = [data.ArrayDataset(x, y, np.arange(0, 48)), data.ArrayDataset(x, y, np.arange(48, 64))]
+    sets = [tensors.ArrayDataset(x, y, np.arange(0, 48)), tensors.ArrayDataset(x, y, np.arange(48, 64))]
     weights = []
     for _ in range(2):
         model = _tiny()
         torch.manual_seed(0)
         for p in model.parameters():
             nn.init.normal_(p, 0, 0.3)
-        history = train.fit(model, *sets, nn.CrossEntropyLoss(), epochs=15, lr=0.05, batch_size=16, patience=20,
+        history = training.fit(model, *sets, nn.CrossEntropyLoss(), epochs=15, lr=0.05, batch_size=16, patience=20,
                             device="cpu", seed=3)
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert history["val_loss"][-1] < history["val_loss"][0]
     best = int(np.argmin(history["val_loss"]))
     assert history["best_epoch"] == history["epoch"][best]
-    ev = train.evaluate_classifier(model, x[48:], y[48:], 2, "cpu")
+    ev = recipes.evaluate_classifier(model, x[48:], y[48:], 2, "cpu")
     assert ev["accuracy"] > 0.9
     # the weights kept are the best epoch's: their validation loss equals the recorded minimum
-    loss = train.evaluate_loss(model, train._loader(sets[1], 16, False, 0), nn.CrossEntropyLoss(), torch.device("cpu"))
+    loss = training.evaluate_loss(model, training._loader(sets[1], 16, False, 0), nn.CrossEntropyLoss(), torch.device("cpu"))
     assert loss == pytest.approx(history["val_loss"][best], rel=1e-5)
     assert torch.equal(weights[0], weights[1])                   # same seed → same weights
 
 
 def test_early_stopping_stops():
     x, y = _blobs()
-    sets = [data.ArrayDataset(x, y, np.arange(48)), data.ArrayDataset(x, 1 - y, np.arange(48, 64))]  # val flipped
-    history = train.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=30, lr=0.05, patience=2, device="cpu")
+    sets = [tensors.ArrayDataset(x, y, np.arange(48)), tensors.ArrayDataset(x, 1 - y, np.arange(48, 64))]  # val flipped
+    history = training.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=30, lr=0.05, patience=2, device="cpu")
     assert len(history["epoch"]) < 30
 
 
@@ -107,20 +108,20 @@ def test_nan_loss_and_empty_split_stop_with_a_message():
     x, y = _blobs()
     x = x.astype(np.float32)
     x[0, 0, 0, 0] = np.nan
-    sets = [data.ArrayDataset(x, y, np.arange(48)), data.ArrayDataset(x, y, np.arange(48, 64))]
-    with pytest.raises(train.TrainingError, match="loss became nan.*learning rate"):
-        train.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=2, lr=0.01, batch_size=64, device="cpu")
-    empty = data.ArrayDataset(x, y, np.arange(0))
-    with pytest.raises(train.TrainingError, match="training split is empty"):
-        train.fit(_tiny(), empty, sets[1], nn.CrossEntropyLoss(), epochs=1, lr=0.01, device="cpu")
+    sets = [tensors.ArrayDataset(x, y, np.arange(48)), tensors.ArrayDataset(x, y, np.arange(48, 64))]
+    with pytest.raises(training.TrainingError, match="loss became nan.*learning rate"):
+        training.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=2, lr=0.01, batch_size=64, device="cpu")
+    empty = tensors.ArrayDataset(x, y, np.arange(0))
+    with pytest.raises(training.TrainingError, match="training split is empty"):
+        training.fit(_tiny(), empty, sets[1], nn.CrossEntropyLoss(), epochs=1, lr=0.01, device="cpu")
 
 
 def test_class_count_must_match_the_data():
     x, y = _blobs()
     with pytest.raises(ValueError, match="class count of the model must match"):
-        train.evaluate_classifier(_tiny(), x, y + 5, 2, "cpu")
+        recipes.evaluate_classifier(_tiny(), x, y + 5, 2, "cpu")
     with pytest.raises(ValueError, match="unknown grading architecture"):
-        train._grading_model("vgg99", 96)
+        recipes._grading_model("vgg99", 96)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -132,22 +133,22 @@ def test_checkpoints_are_reused_validated_and_architecture_checked(tmp_path, cap
         return {"metrics": {"acc": 0.5}}
 
     config = {"model": {"arch": "tiny"}, "seed": 0}
-    model, info = train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
-    again, _ = train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    model, info = training.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    again, _ = training.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
     assert len(calls) == 1 and info["metrics"] == {"acc": 0.5}
     for a, b in zip(model.parameters(), again.parameters()):
         assert torch.equal(a, b)
     folder = next((tmp_path / "cache" / "models").glob("tiny-*"))
     # a checkpoint of another architecture is refused with a message that says what to do
     with pytest.raises(ValueError, match="do not fit this Sequential.*retrain"):
-        train.load_checkpoint(folder, nn.Sequential(nn.Linear(3, 3)))
+        cache.load_checkpoint(folder, nn.Sequential(nn.Linear(3, 3)))
     # a corrupted checkpoint is detected and retrained, with the reason printed
-    raw = bytearray((folder / train.CHECKPOINT).read_bytes())
+    raw = bytearray((folder / cache.CHECKPOINT).read_bytes())
     raw[-20] ^= 0xFF
-    (folder / train.CHECKPOINT).write_bytes(bytes(raw))
+    (folder / cache.CHECKPOINT).write_bytes(bytes(raw))
     with pytest.raises(cache.CacheError, match="checksum mismatch"):
-        train.load_checkpoint(folder, _tiny(), info["config"])     # the config as saved: with the code fingerprint
-    train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+        cache.load_checkpoint(folder, _tiny(), info["config"])     # the config as saved: with the code fingerprint
+    training.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
     assert len(calls) == 2 and "checksum mismatch" in capsys.readouterr().out
 
 
@@ -160,24 +161,24 @@ def test_a_checkpoint_trained_by_other_code_is_not_reused(tmp_path, monkeypatch)
         return {"metrics": {}}
 
     config = {"model": {"arch": "tiny"}, "seed": 0}
-    train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
-    train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    training.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    training.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
     assert len(calls) == 1
     monkeypatch.setattr(cache, "source_fingerprint", lambda *modules: "edited-code")
-    _, info = train.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
+    _, info = training.ensure_model("tiny", tmp_path, config, _tiny, fake_train)
     assert len(calls) == 2 and info["config"]["code"] == "edited-code"
 
 
 def test_presets_refuse_unknown_options():
     with pytest.raises(ValueError, match="unknown option.*for model .unet."):
-        train.training_preset("unet", smoke=True, epoch=3)
+        presets.training("unet", smoke=True, epoch=3)
     with pytest.raises(ValueError, match="unknown model"):
-        train.training_preset("transformer")
+        presets.training("transformer")
 
 
 def test_tile_split_keeps_test_slides_apart():
     index = {"is_test": np.array([0] * 80 + [1] * 20, bool), "label": np.array(([1] + [0] * 7) * 10 + [0] * 20)}
-    tr, va, te = train.tile_split(index, seed=0, max_negatives_per_positive=2)
+    tr, va, te = recipes.tile_split(index, seed=0, max_negatives_per_positive=2)
     assert set(te) == set(range(80, 100)) and not (set(tr) | set(va)) & set(te) and not set(tr) & set(va)
     n_pos = index["label"][tr].sum()
     assert (index["label"][tr] == 0).sum() <= 2 * n_pos
@@ -185,5 +186,5 @@ def test_tile_split_keeps_test_slides_apart():
 
 def test_nuclei_targets():
     types = np.array([[[0, 1], [2, 1]]])
-    t = train.nuclei_targets(types)
+    t = recipes.nuclei_targets(types)
     assert t.shape == (1, 2, 2, 2) and t[0, 0].tolist() == [[0, 1], [0, 1]] and t[0, 1].tolist() == [[0, 0], [1, 0]]

@@ -42,3 +42,22 @@ def test_paired_difference_p_value_is_scipys_wilcoxon():
 def test_paired_difference_rejects_bad_scores(a, b, match):
     with pytest.raises(ValueError, match=match):
         uncertainty.paired_difference(a, b)
+
+
+def test_groups_differ_p_is_scipys_kruskal_and_one_when_nothing_differs():
+    rng = np.random.default_rng(3)
+    groups = [rng.normal(0, 1, 20), rng.normal(1.5, 1, 20), rng.normal(0, 1, 15)]
+    assert uncertainty.groups_differ_p(groups) == pytest.approx(stats.kruskal(*groups).pvalue, rel=1e-12)
+    assert uncertainty.groups_differ_p(groups) < 0.01
+    assert uncertainty.groups_differ_p([np.ones(5), np.ones(4)]) == 1.0          # all equal: scipy would raise
+    assert uncertainty.groups_differ_p([rng.normal(0, 1, 9)]) == 1.0             # one group: nothing to compare
+
+
+def test_rank_correlation_is_scipys_spearman_and_zero_for_a_constant():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=40)
+    y = x ** 3 + rng.normal(0, 0.1, 40)
+    assert uncertainty.rank_correlation(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+    assert uncertainty.rank_correlation(x, np.full(40, 2.0)) == 0.0            # scipy: NaN
+    with pytest.raises(ValueError, match="one pair per unit"):
+        uncertainty.rank_correlation(x, y[:-1])

@@ -18,28 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .env import select_device
-from .features import capture
-from .models import channels_last_copy, get_layer
+from ...env import select_device
+from ...features import layer_activations
+from ...models import channels_last_copy
 
 DEFAULT_LAYER = "autoencoder.encoder.act3"   # last encoder convolution after its activation (ClusterModel)
 _BLOCK_VALUES = 2 ** 25                       # masked-copy values built per block in channel_scores
-
-
-def find_layer(model, name: str):
-    """The sub-module called ``name`` (``models.get_layer``); a ValueError listing the convolution and activation
-    layers otherwise."""
-    try:
-        return get_layer(model, name)
-    except KeyError:
-        candidates = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d,
-                                                                             torch.nn.LeakyReLU, torch.nn.ReLU))]
-        raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; convolution and activation "
-                         f"layers: {', '.join(candidates) or 'none'}.") from None
-
-
-def _device(device):
-    return select_device(device) if isinstance(device, str) else device
 
 
 def _check(images, model):
@@ -54,19 +38,9 @@ def _check(images, model):
     return x
 
 
-@torch.no_grad()
-def layer_activations(model, images, layer: str = DEFAULT_LAYER, batch_size: int = 128, device="auto"):
-    """Activations of ``layer`` for the images: N×H×(spatial) float tensor (CPU)."""
-    dev = _device(device)
-    find_layer(model, layer)                # the clear error before any work
-    x = _check(images, model)
-    grabbed = []
-    model.to(dev).eval()
-    with capture(model, layer) as store:
-        for start in range(0, len(x), batch_size):
-            model(x[start:start + batch_size].to(dev))
-            grabbed.append(store["out"].cpu())
-    return torch.cat(grabbed)
+def _activations(model, x, layer, dev):
+    """The layer's activations for the (checked) input tensor, as a CPU tensor."""
+    return torch.from_numpy(layer_activations(model, layer, x, batch_size=128, device=dev))
 
 
 def _interp_mode(ndim):
@@ -103,10 +77,10 @@ def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, bat
     ``clusters``: one index per image (or one for all); default the image's own cluster (argmax q).
     ``bfloat16``: run the masked forward passes in bfloat16 autocast (several times faster on CPUs with
     AVX-512 BF16 or AMX; scores to about 3 significant digits — check the maps against float32 first)."""
-    dev = _device(device)
+    dev = select_device(device)
     x = _check(images, model)
     model.to(dev).eval()
-    acts = layer_activations(model, x, layer, device=dev) if acts is None else acts
+    acts = _activations(model, x, layer, dev) if acts is None else acts
     clusters = _targets(model, x, clusters, batch_size, dev)
     # same arithmetic, 2–3× faster convolutions on CPU
     fast, layout = channels_last_copy(model, x.ndim - 2, inplace_activations=True)
@@ -129,10 +103,10 @@ def channel_scores(model, images, clusters=None, layer: str = DEFAULT_LAYER, bat
 @torch.no_grad()
 def channel_scores_loop(model, images, clusters=None, layer: str = DEFAULT_LAYER, device="auto"):
     """The same α, one forward pass per (image, channel): the slow reference for tests and benchmarks."""
-    dev = _device(device)
+    dev = select_device(device)
     x = _check(images, model)
     model.to(dev).eval()
-    acts = layer_activations(model, x, layer, device=dev)
+    acts = _activations(model, x, layer, dev)
     clusters = _targets(model, x, clusters, 64, dev)
     out = torch.empty(acts.shape[:2])
     for i in range(len(x)):
@@ -161,9 +135,9 @@ def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: i
          return_scores: bool = False, bfloat16: bool = False):
     """CLAMs (N×spatial, values in [0, 1]) of the images for their clusters (default: their own)."""
     x = _check(images, model)
-    dev = _device(device)
+    dev = select_device(device)
     model.to(dev).eval()
-    acts = layer_activations(model, x, layer, device=dev)
+    acts = _activations(model, x, layer, dev)
     alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts, bfloat16=bfloat16)
     maps = combine(acts, alpha, x.shape[2:]).numpy()
     return (maps, alpha.numpy()) if return_scores else maps

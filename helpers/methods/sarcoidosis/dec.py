@@ -24,7 +24,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .env import select_device
+from ...env import select_device
 
 
 class ClusteringError(ValueError):
@@ -181,7 +181,7 @@ def _batches(n, batch_size, rng=None):
 @torch.no_grad()
 def embed(model: ConvAutoencoder, images, batch_size: int = 256, device="auto") -> np.ndarray:
     """Latent vectors (N×latent_dim) of images through the encoder."""
-    dev = select_device(device) if isinstance(device, str) else device
+    dev = select_device(device)
     arr = check_images(images, model)
     model = model.to(dev).eval()
     out = [model.encode(torch.from_numpy(arr[idx]).to(dev)).cpu() for idx in _batches(len(arr), batch_size)]
@@ -190,7 +190,7 @@ def embed(model: ConvAutoencoder, images, batch_size: int = 256, device="auto") 
 
 @torch.no_grad()
 def predict_q(model: ClusterModel, images, batch_size: int = 256, device="auto") -> np.ndarray:
-    dev = select_device(device) if isinstance(device, str) else device
+    dev = select_device(device)
     arr = check_images(images, model.autoencoder)
     model = model.to(dev).eval()
     return torch.cat([model(torch.from_numpy(arr[idx]).to(dev)).cpu()
@@ -206,7 +206,7 @@ def pretrain(model: ConvAutoencoder, images, epochs: int = 200, batch_size: int 
     normal atlas): their mean image, so the encoder sees deviations from health; False: nothing."""
     from tqdm.auto import tqdm
 
-    dev = select_device(device) if isinstance(device, str) else device
+    dev = select_device(device)
     arr = check_images(images, model)
     if epochs < 1:
         raise ClusteringError(f"epochs = {epochs}; pre-training needs at least one epoch.")
@@ -299,7 +299,7 @@ def fit_dec(autoencoder: ConvAutoencoder, images, k: int, epochs: int = 500, bat
     ``optimizer``: "adam" (default; as DCEC, which paper 004 builds on) or "sgd" (momentum 0.9, as DEC)."""
     from tqdm.auto import tqdm
 
-    dev = select_device(device) if isinstance(device, str) else device
+    dev = select_device(device)
     arr = check_images(images, autoencoder)
     k = check_k(k, len(arr))
     if optimizer not in ("sgd", "adam"):
@@ -417,7 +417,7 @@ def choose_k(embedding, ks=range(2, 9), labels_by_k: dict | None = None, seed: i
 class ScenarioResult:
     scenario: str
     k_true: int
-    sim: object                      # synth.CTSlices
+    sim: object                      # helpers.simulate.ct.CTSlices
     autoencoder: ConvAutoencoder     # pre-trained
     embedding: np.ndarray            # pre-trained latent (standardised)
     dec: dict                        # K → DECResult
@@ -447,17 +447,17 @@ def run_scenario(scenario: str, k_true: int, ks=range(2, 9), n: int = 300, chann
     """One of the 9 simulated data sets (paper 004 §4): simulate, pre-train the CAE, choose K by silhouette
     before the clustering phase, run DEC at every K in ``ks``, choose K again after it, score accuracy.
     ``centre``: "healthy" centres the CAE on simulated slices without abnormality (a normal-anatomy reference,
-    :func:`synth.healthy_ct_reference`), "mean" on the data set's own mean image (which already contains the
+    :func:`helpers.simulate.ct.healthy_ct_reference`), "mean" on the data set's own mean image (which already contains the
     average abnormality), or anything :func:`pretrain` accepts."""
-    from . import synth
+    from ...simulate import ct as ct_simulator
 
     if isinstance(centre, str) and centre not in ("healthy", "mean"):
         raise ClusteringError(f"centre = {centre!r}: use 'healthy', 'mean', True, False or reference images.")
-    sim = synth.simulate_ct_scenario(scenario, k_true, n=n, seed=seed, lung_hu=lung_hu)
+    sim = ct_simulator.simulate_ct_scenario(scenario, k_true, n=n, seed=seed, lung_hu=lung_hu)
     x = sim.unit
     ae = ConvAutoencoder(x.shape[1:], channels=channels, latent_dim=latent_dim, seed=seed)
     if isinstance(centre, str):
-        centre = (synth.healthy_ct_reference(100, seed=seed, lung_hu=lung_hu) if centre == "healthy" else True)
+        centre = (ct_simulator.healthy_ct_reference(100, seed=seed, lung_hu=lung_hu) if centre == "healthy" else True)
     losses = pretrain(ae, x, epochs=pretrain_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                       desc=f"CAE {scenario} K={k_true}", centre=centre)
     standardise_latent(ae, embed(ae, x, device=device))

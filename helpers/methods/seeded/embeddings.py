@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import OWNED, building, is_owned, safe_name
+from ...cache import OWNED, building, is_owned, safe_name
 
 STORE_FORMAT = 1
 _MODULES: dict = {}     # per process: fingerprint → ready-to-run encoder (a Dask worker builds each once)
@@ -63,7 +63,7 @@ def _cpu_state(module) -> dict:
 def imagenet_encoder(data_dir, input_size: int = 128) -> EncoderSpec:
     """timm's EfficientNet-Lite0 with the real ImageNet weights; embedding = the globally pooled last block
     (1280 dims), the "last layer latent representation" of paper 002."""
-    from .models import efficientnet_lite0
+    from ...models import efficientnet_lite0
 
     return EncoderSpec("imagenet", "efficientnet_lite0", "global average pool after conv_head (1280)", input_size,
                        _cpu_state(efficientnet_lite0(data_dir)))
@@ -78,7 +78,7 @@ def supervised_encoder(tile_classifier, input_size: int = 128) -> EncoderSpec:
 
 
 def resnet_encoder(backbone, name: str, input_size: int = 64) -> EncoderSpec:
-    """A :class:`helpers.simclr.SmallResNet` (SimCLR-trained or random); embedding = its pooled output."""
+    """A :class:`helpers.methods.seeded.simclr.SmallResNet` (SimCLR-trained or random); embedding = its pooled output."""
     widths = [int(stage[0].conv1.out_channels) for stage in backbone.stages]
     blocks = [len(stage) for stage in backbone.stages]
     return EncoderSpec(name, "small_resnet", "global average pool of the last stage", input_size,
@@ -133,7 +133,8 @@ def _module(spec: EncoderSpec):
         return _MODULES[key]
     import torch
 
-    from . import models, simclr
+    from ... import models
+    from . import simclr
 
     mean = std = None
     if spec.arch == "efficientnet_lite0":
@@ -308,21 +309,21 @@ def for_clustering(store: EmbeddingStore) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- extraction
 def patch_centres(tissue, patch: int, stride: int, min_tissue: float = 0.5) -> np.ndarray:
     """Centres (row, col) of the grid patches with at least ``min_tissue`` tissue (paper 002: 256 px, 50 %
-    overlap; the tiling of :func:`helpers.data.tile_slide`)."""
-    from .data import tile_slide
+    overlap; the tiling of :func:`helpers.data.tissue.tile_slide`)."""
+    from ...data.tissue import tile_slide
 
     return tile_slide(tissue, patch, stride, min_tissue)["coords"].astype(np.float32) + patch / 2.0
 
 
 def mask_fraction(mask, centres, patch: int) -> np.ndarray:
     """Fraction of each patch (given by its centre) inside ``mask``: ground truth is fraction ≥ 0.5."""
-    from .data import _box_sums, _integral
+    from ...data.tissue import box_sums, integral_image
 
     mask = np.asarray(mask, bool)
     top_left = np.rint(np.asarray(centres) - patch / 2.0).astype(int)
     if len(top_left) and (top_left.min() < 0 or (top_left + patch > np.array(mask.shape)).any()):
         raise StoreError(f"patch centres fall outside the {mask.shape} mask; is it the mask of this slide?")
-    return _box_sums(_integral(mask), top_left[:, 0], top_left[:, 1], patch) / float(patch * patch)
+    return box_sums(integral_image(mask), top_left[:, 0], top_left[:, 1], patch) / float(patch * patch)
 
 
 def slide_digest(rgb, tissue) -> str:

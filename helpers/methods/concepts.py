@@ -16,12 +16,13 @@ then updates H from them — memory stays bounded by one chunk.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .env import select_device
+from ..env import select_device
 
 _EPS = 1e-12
 
@@ -368,6 +369,65 @@ def concept_maps(mean_vectors, count, H, batch_rows: int = 262144):
     return W, clusters
 
 
+# --------------------------------------------------------------------------------- concepts of one region
+@dataclass
+class RegionConcepts:
+    """Concepts of one image region (a real slide region, say): the tiles, the stitched layer grid and the NMF."""
+    tiles: dict              # tissue.tile_slide result: coords (top-left row, col) and tissue_fraction per tile
+    n_channels: int          # channels of the layer
+    cell: int                # pixels per cell of the layer grid (the layer's stride)
+    mean: np.ndarray         # rows × cols × C: feature vectors averaged over the tiles that cover each cell
+    count: np.ndarray        # rows × cols: how many tiles cover each cell
+    nmf: "NMF"               # fitted on the covered cells
+    weights: np.ndarray      # rows × cols × K concept intensities (NaN where uncovered)
+    clusters: np.ndarray     # rows × cols: the strongest concept of each cell (−1 where uncovered)
+
+    @property
+    def covered(self) -> np.ndarray:
+        return self.count > 0
+
+
+def region_concepts(rgb, model, layer: str, n_concepts: int, tile: int, stride: int, min_tissue: float = 0.5,
+                    normalise=None, border: int = 1, batch_size: int = 16, seed: int = 0, device="auto",
+                    tissue_mask=None) -> RegionConcepts:
+    """Paper 000's pipeline on one RGB region: tissue mask (:func:`helpers.data.tissue.tissue_mask_from_rgb` unless
+    given), tiles of ``tile`` px every ``stride`` px with at least ``min_tissue`` tissue, the activations of
+    ``layer`` for every tile, their feature maps stitched onto one grid (each tile's ``border`` cells dropped), NMF
+    with ``n_concepts`` concepts on the covered cells, and the concept maps."""
+    from ..data.tissue import tile_slide, tissue_mask_from_rgb
+    from ..features import layer_activations
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must be an H×W×3 image, got shape {rgb.shape}.")
+    mask = tissue_mask_from_rgb(rgb) if tissue_mask is None else np.asarray(tissue_mask, bool)
+    tiles = tile_slide(mask, tile, stride, min_tissue)
+    images = np.stack([rgb[y: y + tile, x: x + tile] for y, x in tiles["coords"]])
+    maps = layer_activations(model, layer, images, batch_size=batch_size, device=device, normalise=normalise,
+                             desc=f"{layer} features")
+    cell = tile // maps.shape[-1]
+    grid = (rgb.shape[0] // cell, rgb.shape[1] // cell)
+    mean, count = stitch_feature_maps(maps, tiles["coords"], cell, grid, border=border)
+    nmf = NMF(n_concepts, device=device, seed=seed).fit(mean[count > 0])
+    weights, clusters = concept_maps(mean, count, nmf.components_)
+    return RegionConcepts(tiles, int(maps.shape[1]), cell, mean, count, nmf, weights, clusters)
+
+
+def stain_correlations(rgb, region: RegionConcepts, stain: int = 0) -> list:
+    """Pearson correlation, over the covered cells, of each concept's intensity with the density of one stain
+    (``skimage.color.rgb2hed`` channel: 0 hematoxylin, 1 eosin, 2 DAB) averaged over each cell."""
+    from skimage.color import rgb2hed
+
+    from ..explain import block_mean
+
+    rows, cols = region.count.shape
+    density = rgb2hed(np.asarray(rgb)[: rows * region.cell, : cols * region.cell])[..., stain]
+    density_cells = block_mean(density[None], region.cell)[0]
+    covered = region.covered
+    return [float(np.corrcoef(region.weights[..., j][covered], density_cells[covered])[0, 1])
+            for j in range(region.weights.shape[-1])]
+
+
 # ------------------------------------------------------------------------ analyses of paper 000 §3.2–3.3
 def tile_concepts(model, layer_name: str, H, images, batch_size: int = 64, device="auto", normalise=None,
                   desc: str | None = None) -> np.ndarray:
@@ -375,7 +435,7 @@ def tile_concepts(model, layer_name: str, H, images, batch_size: int = 64, devic
     H fixed), streamed batch by batch."""
     from tqdm.auto import tqdm
 
-    from .features import iter_activations
+    from ..features import iter_activations
 
     H = np.asarray(H, np.float32)
     out = []

@@ -1,0 +1,412 @@
+"""The papers' file formats: whole-slide images (SVS / pyramidal TIFF, optionally through OpenSlide) and image
+files, PanNuke folds, DiagSet-like class folders, DigestPath image/mask pairs; NIfTI and DICOM volumes and cohort
+folders (one NIfTI per subject + ``participants.csv``). Every reader checks what it reads and names the file and
+the fix when something is wrong; writers never overwrite what they did not write."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# DiagSet's seven classes (paper 001): acquisition artefact, normal tissue and five cancer grades
+GRADES = ("A", "N", "R1", "R2", "R3", "R4", "R5")
+
+GRADE_NAMES = {
+    "A": "acquisition artefact", "N": "normal tissue", "R1": "Gleason-like 1", "R2": "Gleason-like 2",
+    "R3": "Gleason-like 3", "R4": "Gleason-like 4", "R5": "Gleason-like 5",
+}
+
+
+def grade_index(name: str) -> int:
+    """Index of a grade name in :data:`GRADES` (A, N, R1–R5); unknown names raise a clear error."""
+    if not isinstance(name, str) or name.strip().upper() not in GRADES:
+        raise ValueError(f"unknown grade {name!r}; the grades are {', '.join(GRADES)} (DiagSet's classes).")
+    return GRADES.index(name.strip().upper())
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as uint8 RGB (H×W×3) (TIFF through tifffile, others through imageio)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image {path} not found.")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff", ".svs"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            arr = iio.imread(path)
+    except Exception as err:  # noqa: BLE001 - each reader raises its own types for a broken file
+        raise ValueError(f"{path} cannot be read as an image ({type(err).__name__}: {err}); the file is truncated "
+                         "or not an image.") from None
+    return np.asarray(arr)
+
+
+def wsi_info(path) -> dict:
+    """Pyramid levels of a whole-slide image (SVS / pyramidal TIFF) read with tifffile."""
+    import tifffile
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"slide {path} not found.")
+    with tifffile.TiffFile(path) as tf:
+        series = tf.series[0]
+        levels = [tuple(lv.shape) for lv in series.levels]
+        mpp = None
+        desc = tf.pages[0].description or ""
+        if "MPP" in desc:
+            try:
+                mpp = float(desc.split("MPP = ")[1].split("|")[0])
+            except (IndexError, ValueError):
+                mpp = None
+    return {"levels": levels, "mpp": mpp}
+
+
+def read_wsi(path, level: int = 0, region=None, backend: str = "tifffile") -> np.ndarray:
+    """Read a whole-slide image level (optionally a region ``(row, col, height, width)``) as RGB uint8.
+
+    ``backend="openslide"`` uses openslide-python (``pip install openslide-python openslide-bin``) for the
+    formats tifffile cannot read (MRXS, NDPI variants)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"slide {path} not found; point REAL_SLIDE_PATH (the notebooks' parameter) or the "
+                                "path you pass at an existing .svs/.tif file.")
+    if backend == "openslide":
+        import openslide  # optional dependency
+
+        with openslide.OpenSlide(str(path)) as osl:
+            if level >= osl.level_count:
+                raise ValueError(f"{path} has {osl.level_count} levels; level {level} does not exist.")
+            w, h = osl.level_dimensions[level]
+            r, c, hh, ww = region if region is not None else (0, 0, h, w)
+            ds = osl.level_downsamples[level]
+            img = osl.read_region((int(c * ds), int(r * ds)), level, (ww, hh))
+            return np.asarray(img)[..., :3]
+    if backend != "tifffile":
+        raise ValueError(f"unknown backend {backend!r}; use 'tifffile' or 'openslide'.")
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        levels = tf.series[0].levels
+        if not 0 <= level < len(levels):
+            raise ValueError(f"{path} has {len(levels)} pyramid level(s); level {level} does not exist.")
+        arr = levels[level].asarray()
+    arr = np.asarray(arr)
+    if arr.ndim == 2:                        # a greyscale slide: three equal channels, not rows taken as pixels
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] < 3:
+        raise ValueError(f"{path} level {level} has shape {arr.shape}; expected an RGB(A) image H×W×3 or greyscale.")
+    arr = arr[..., :3]
+    if region is not None:
+        r, c, hh, ww = (int(v) for v in region)
+        height, width = arr.shape[:2]
+        if hh < 1 or ww < 1 or r < 0 or c < 0 or r + hh > height or c + ww > width:
+            raise ValueError(f"region (row={r}, col={c}, height={hh}, width={ww}) is not inside {path.name}'s level "
+                             f"{level} of {height}×{width} px; give a region within the slide.")
+        arr = arr[r: r + hh, c: c + ww]
+    return arr
+
+
+# ------------------------------------------------------------------------------- the papers' patch data sets
+# ------------------------------------------------------------------------------- the papers' real formats
+PANNUKE_CHANNELS = ("neoplastic", "inflammatory", "connective", "dead", "epithelial", "background")
+
+
+def to_pannuke_masks(instances, types):
+    """Our instance + type maps → PanNuke's N×H×W×6 masks (instance ids per type channel, channel 5 =
+    background). Neoplastic nuclei go to channel 0, non-neoplastic ones to channel 4 (epithelial)."""
+    instances, types = np.asarray(instances), np.asarray(types)
+    out = np.zeros(instances.shape + (6,), np.float32)
+    out[..., 0] = np.where(types == 1, instances, 0)
+    out[..., 4] = np.where(types == 2, instances, 0)
+    out[..., 5] = (instances == 0).astype(np.float32)
+    return out
+
+
+def pannuke_binary_masks(masks):
+    """Paper 001's two targets from PanNuke masks: (neoplastic, non-neoplastic), each N×H×W bool."""
+    masks = np.asarray(masks)
+    return masks[..., 0] > 0, (masks[..., 1:5] > 0).any(axis=-1)
+
+
+def write_pannuke_fold(folder, images, masks, types):
+    """Write a fold in PanNuke's layout (images.npy, masks.npy, types.npy); refuses to overwrite."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("images.npy", "masks.npy", "types.npy"):
+        if (folder / name).exists():
+            raise FileExistsError(f"{folder / name} exists; choose an empty folder (nothing is overwritten).")
+    np.save(folder / "images.npy", np.asarray(images))
+    np.save(folder / "masks.npy", np.asarray(masks))
+    np.save(folder / "types.npy", np.asarray(types))
+
+
+def load_pannuke_fold(folder, mmap: bool = True):
+    """Load a PanNuke fold: images.npy (N×256×256×3), masks.npy (N×256×256×6), types.npy (N tissue names).
+
+    Shapes and dtypes are checked, so a swapped or truncated file is reported by name instead of failing
+    later inside training."""
+    folder = Path(folder)
+    paths = {n: folder / f"{n}.npy" for n in ("images", "masks", "types")}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"PanNuke fold incomplete, missing: {', '.join(missing)}. A fold folder holds "
+                                f"images.npy, masks.npy and types.npy (as in the PanNuke release).")
+    mode = "r" if mmap else None
+
+    def load(name, mmap_mode):
+        try:
+            return np.load(paths[name], mmap_mode=mmap_mode, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{paths[name]} cannot be read as a NumPy array ({err}); the file is truncated or not "
+                             "a .npy file (PanNuke's release stores images.npy, masks.npy and types.npy).") from None
+
+    images, masks, types = load("images", mode), load("masks", mode), load("types", None)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{paths['images']}: expected N×H×W×3 RGB images, got shape {images.shape}.")
+    if masks.ndim != 4 or masks.shape[-1] != 6:
+        raise ValueError(f"{paths['masks']}: expected N×H×W×6 masks (5 nucleus types + background), "
+                         f"got shape {masks.shape}.")
+    if images.shape[:3] != masks.shape[:3]:
+        raise ValueError(f"images {images.shape[:3]} and masks {masks.shape[:3]} differ in N×H×W.")
+    if len(types) != len(images):
+        raise ValueError(f"types.npy has {len(types)} entries for {len(images)} images.")
+    for name, arr in (("images", images), ("masks", masks)):
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"{paths[name]}: dtype {arr.dtype} is not numeric; PanNuke stores numbers.")
+    if np.issubdtype(images.dtype, np.floating) and float(np.max(images[: min(8, len(images))])) <= 1.0:
+        raise ValueError(f"{paths['images']}: values look like 0–1 floats; PanNuke images are 0–255.")
+    return {"images": images, "masks": masks, "types": types}
+
+
+def load_diagset_folder(root):
+    """Index a DiagSet-like folder: one sub-folder per class named A, N, R1 … R5, image files inside.
+
+    Returns (paths, labels) with labels indexing :data:`GRADES`. Unknown class folders are an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; point it at a folder with sub-folders A, N, R1 … R5.")
+    paths, labels = [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        gi = grade_index(sub.name)
+        files = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files
+        labels += [gi] * len(files)
+    if not paths:
+        raise FileNotFoundError(f"no images under {root}; expected {root}/<class>/<image>.png with classes "
+                                f"{', '.join(GRADES)}.")
+    return paths, np.array(labels, np.int64)
+
+
+def load_digestpath_pairs(folder, mask_suffix: str = "_mask"):
+    """Pair DigestPath images with their masks (``x.jpg`` with ``x_mask.jpg``); returns a list of pairs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of DigestPath image/mask pairs.")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and
+                    not p.stem.endswith(mask_suffix))
+    pairs, unpaired = [], []
+    for img in images:
+        cands = [img.with_name(img.stem + mask_suffix + s) for s in (img.suffix, ".png", ".jpg")]
+        mask = next((c for c in cands if c.exists()), None)
+        (pairs.append((img, mask)) if mask else unpaired.append(img.name))
+    if unpaired:
+        raise FileNotFoundError(f"{len(unpaired)} image(s) without a '{mask_suffix}' mask, e.g. {unpaired[0]}.")
+    if not pairs:
+        raise FileNotFoundError(f"no image/mask pairs in {folder}.")
+    return pairs
+
+
+def load_digestpath_pair(image_path, mask_path):
+    img = read_image(image_path)[..., :3]
+    mask = read_image(mask_path)
+    mask = mask[..., 0] if mask.ndim == 3 else mask
+    if mask.shape != img.shape[:2]:
+        raise ValueError(f"{mask_path}: mask {mask.shape} does not match image {img.shape[:2]}.")
+    return img, mask > 127
+
+
+# ---------------------------------------------------------------------------------------- CT / MRI volumes
+def load_nifti(path, ndim: int | None = None, allow_nonfinite: bool = False):
+    """Load a NIfTI volume: returns (data float32, affine 4×4, voxel spacing).
+
+    ``ndim`` demands a dimensionality (e.g. 3 for a CT volume, 4 for DWI); non-finite voxels are refused unless
+    ``allow_nonfinite``."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"NIfTI file {path} not found.")
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # nibabel raises several types for a bad header
+        raise ValueError(f"{path} is not a readable NIfTI file ({err}).") from err
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if ndim is not None and data.ndim != ndim:
+        raise ValueError(f"{path} has {data.ndim} dimensions {data.shape}; expected a {ndim}-D volume.")
+    if not allow_nonfinite and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise ValueError(f"{path} has {bad} non-finite voxels (NaN/inf); clean them (e.g. np.nan_to_num) first.")
+    spacing = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])
+    return data, np.asarray(img.affine, dtype=np.float64), spacing
+
+
+def save_nifti(path, data, affine=None, spacing=None, overwrite: bool = False):
+    """Write a volume as NIfTI; ``affine`` defaults to a diagonal from ``spacing`` (mm)."""
+    import nibabel as nib
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    data = np.asarray(data)
+    if affine is None:
+        sp = spacing or (1.0,) * 3
+        affine = np.diag(list(sp[:3]) + [1.0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64)), str(path))
+    return path
+
+
+def load_dicom(path):
+    """One DICOM slice in Hounsfield units (RescaleSlope/Intercept applied) and its pixel spacing."""
+    import pydicom
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"DICOM file {path} not found.")
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable DICOM file ({err}).") from err
+    if "PixelData" not in ds:
+        raise ValueError(f"{path} holds no image (no PixelData element).")
+    hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1.0)) + float(
+        getattr(ds, "RescaleIntercept", 0.0))
+    spacing = tuple(float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+    return hu, spacing, ds
+
+
+def load_dicom_series(folder):
+    """A DICOM series (one file per slice) as a volume in HU, slices sorted along the slice normal.
+
+    The files must form one series (one SeriesInstanceUID), slices are ordered by ImagePositionPatient projected on
+    the normal of ImageOrientationPatient, and two slices at one position or an uneven spacing (> 1 % apart) are
+    refused with the files named. Returns (volume Z×Y×X float32, spacing (z, y, x) mm)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no DICOM files.")
+    slices = [load_dicom(f) for f in files]
+    series = {str(getattr(s[2], "SeriesInstanceUID", "")) for s in slices}
+    if len(series) > 1:
+        raise ValueError(f"{folder} mixes {len(series)} series (SeriesInstanceUID); put one series per folder.")
+    shapes = {s[0].shape for s in slices}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: slices of different sizes {sorted(shapes)}; one series per folder.")
+    if len(slices) == 1:
+        return slices[0][0][None], (1.0,) + slices[0][1]
+    missing = [f.name for f, s in zip(files, slices) if not hasattr(s[2], "ImagePositionPatient")]
+    if missing:
+        raise ValueError(f"{folder}: {missing[:3]} have no ImagePositionPatient, so the slice order is unknown.")
+    orientation = np.asarray(getattr(slices[0][2], "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([float(np.dot(normal, np.asarray(s[2].ImagePositionPatient, np.float64))) for s in slices])
+    order = np.argsort(positions, kind="stable")
+    gaps = np.diff(positions[order])
+    if np.any(np.isclose(gaps, 0.0, atol=1e-4)):
+        i = int(np.flatnonzero(np.isclose(gaps, 0.0, atol=1e-4))[0])
+        raise ValueError(f"{folder}: {files[order[i]].name} and {files[order[i + 1]].name} lie at the same position "
+                         f"({positions[order[i]]:.3f} mm along the slice normal); remove the duplicate slice.")
+    dz = float(np.median(gaps))
+    if np.any(np.abs(gaps - dz) > 0.01 * dz):
+        raise ValueError(f"{folder}: uneven slice spacing ({gaps.min():.3f}–{gaps.max():.3f} mm; missing slices?); "
+                         "resample the series to a regular grid first.")
+    volume = np.stack([slices[i][0] for i in order])
+    return volume, (dz,) + slices[0][1]
+
+
+# ------------------------------------------------------------------------------- cohorts, templates, registration
+# Volumes are handled as (z, y, x) arrays (axial slice = vol[z]); NIfTI stores (x, y, z), so writing and
+# loading transpose, and the affine carries the voxel spacing in millimetres.
+def to_nifti_axes(volume):
+    return np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
+
+
+def write_cohort(folder, volumes, table, spacing=(6.0, 6.0, 6.0), overwrite: bool = False):
+    """Write every subject as ``<subject>.nii.gz`` and the table as ``participants.csv`` (BIDS-like).
+    ``spacing`` is (z, y, x) in mm. The folder is written whole under a temporary name and renamed when complete;
+    an existing cohort written by helpers is replaced only with ``overwrite``, and a folder helpers did not write
+    (your own files) never."""
+    from ..cache import OWNED, NotOwnedError, building, is_owned, safe_name
+
+    folder = Path(folder)
+    volumes = np.asarray(volumes)
+    if volumes.ndim != 4:
+        raise ValueError(f"volumes of shape {volumes.shape}: expected subjects × z × y × x.")
+    if "subject" not in getattr(table, "columns", ()):
+        raise ValueError("table needs a 'subject' column (one id per volume, used as the file name).")
+    if len(table) != len(volumes):
+        raise ValueError(f"{len(volumes)} volumes but {len(table)} table rows; give one row per volume, in order.")
+    subjects = [safe_name(str(s), "subject id") for s in table["subject"]]
+    if len(set(subjects)) != len(subjects):
+        raise ValueError("subject ids repeat; each volume needs its own id (it becomes the file name).")
+    if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ValueError(f"spacing={tuple(spacing)}: give three positive voxel sizes (z, y, x) in mm.")
+    if folder.exists():
+        if not (is_owned(folder) or _legacy_cohort(folder)):
+            raise NotOwnedError(f"{folder} exists and was not written by helpers; it is left as it is. Write the "
+                                "cohort to a new folder.")
+        if not overwrite:
+            raise FileExistsError(f"{folder} already holds a cohort; pass overwrite=True or choose another folder.")
+        if not is_owned(folder):      # recognised as ours: mark it, so that building() may replace it
+            (folder / OWNED).write_text("built by helpers; a rebuild may replace this folder\n")
+    sz, sy, sx = spacing
+    affine = np.diag([sx, sy, sz, 1.0])
+    affine[:3, 3] = [-sx * volumes.shape[3] / 2, -sy * volumes.shape[2] / 2, -sz * volumes.shape[1] / 2]
+    with building(folder) as tmp:
+        for subject, volume in zip(subjects, volumes):
+            save_nifti(tmp / f"{subject}.nii.gz", to_nifti_axes(volume.astype(np.float32)), affine)
+        table.to_csv(tmp / "participants.csv", index=False)
+    return folder
+
+
+def _legacy_cohort(folder: Path) -> bool:
+    """A cohort folder written by an older helpers (before the ownership marker): participants.csv and exactly
+    one ``<subject>.nii.gz`` per row, nothing else."""
+    import pandas as pd
+
+    try:
+        subjects = pd.read_csv(folder / "participants.csv")["subject"].astype(str)
+    except Exception:  # noqa: BLE001 - anything unreadable is not a cohort we wrote
+        return False
+    expected = {"participants.csv"} | {f"{s}.nii.gz" for s in subjects}
+    return {p.name for p in folder.iterdir()} == expected
+
+
+def load_cohort(folder):
+    """Read a cohort written by :func:`write_cohort` (or your own: one 3-D NIfTI per row of participants.csv,
+    column ``subject``). Returns (volumes N×z×y×x float32, table, spacing (z, y, x))."""
+    import pandas as pd
+
+    folder = Path(folder)
+    table_path = folder / "participants.csv"
+    if not table_path.exists():
+        raise FileNotFoundError(f"{table_path} not found; a cohort folder needs participants.csv with a 'subject' "
+                                "column and one <subject>.nii.gz per row.")
+    table = pd.read_csv(table_path)
+    if "subject" not in table:
+        raise ValueError(f"{table_path} has no 'subject' column.")
+    volumes, spacing = [], None
+    for subject in table["subject"]:
+        data, _, sp = load_nifti(folder / f"{subject}.nii.gz", ndim=3)
+        volumes.append(np.transpose(data, (2, 1, 0)))
+        spacing = spacing or sp[::-1]
+    shapes = {v.shape for v in volumes}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: volumes of different shapes {sorted(shapes)}; resample them to one grid first.")
+    return np.stack(volumes), table, tuple(spacing)

@@ -1,0 +1,125 @@
+"""Image registration of paper 004 §5 with ANTs (antspyx): a study template built from a share of the subjects,
+every subject registered to it (SyN by default), and the voxel-wise correlation that says how well they align.
+
+ANTs registration gives the same numbers twice only on one ITK thread (measured: a multi-threaded SyN differs from
+run to run even with a fixed seed). ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when it builds its first
+filter, so it is set when this module is imported, before any; a value the user set beforehand is kept."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+ITK_THREADS = os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+
+
+class _Quiet:
+    """Silence C-level stdout (ANTs prints 'wrote file to …' while building a template)."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        self._null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self._null, 1)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        os.close(self._null)
+        return False
+
+
+class _AntsSeed:
+    """Make one ANTs call reproducible: seed its random metric sampling and run ITK on one thread.
+
+    Measured (antspyx 0.6): a multi-threaded SyN gives other numbers on every run even with a fixed seed, and
+    ANTs reads a seed of 0 as "seed from the clock", so the collection's seed s is passed as s + 1. The single
+    ITK thread is set when this module is imported (:data:`ITK_THREADS`)."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __enter__(self):
+        import ants
+
+        self._saved = ants.config._random_seed
+        ants.config._random_seed = None if self.seed is None else int(self.seed) + 1
+
+    def __exit__(self, *exc):
+        import ants
+
+        ants.config._random_seed = self._saved
+        return False
+
+
+def _ants_image(volume, spacing):
+    import ants
+
+    return ants.from_numpy(np.asarray(volume, np.float32), spacing=tuple(float(s) for s in spacing))
+
+
+def build_template(volumes, spacing, sample_fraction: float = 0.1, iterations: int = 2,
+                   type_of_transform: str = "SyN", seed: int = 0, min_subjects: int = 4):
+    """A study-specific template (antspyx ``build_template``: average, register everyone to it, update, repeat)
+    from a random ``sample_fraction`` of the subjects (at least ``min_subjects``). Returns (template, indices)."""
+    import ants
+
+    volumes = np.asarray(volumes)
+    if volumes.ndim != 4:
+        raise ValueError(f"volumes of shape {volumes.shape}: expected N×z×y×x.")
+    n = len(volumes)
+    size = min(n, max(min_subjects, int(round(sample_fraction * n))))
+    idx = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    images = [_ants_image(volumes[i], spacing) for i in idx]
+    with _Quiet(), _AntsSeed(seed):
+        template = ants.build_template(image_list=images, iterations=iterations, type_of_transform=type_of_transform)
+    return template.numpy().astype(np.float32), idx
+
+
+def register_to_template(volumes, template, spacing, type_of_transform: str = "SyN", extra=None, drive=None,
+                         progress: bool = True, seed: int | None = 0):
+    """Register every volume to the template (antspyx ``registration``, SyN by default) and resample it there.
+
+    ``drive``: optional N×z×y×x images that drive the registration instead of the volumes (e.g. lung masks,
+    with a template built from them): disease changes lung density, and an intensity-driven registration
+    then pulls dense diseased lung onto soft tissue. ``extra``: arrays carried along with the same
+    transforms (nearest neighbour, e.g. lung masks). Returns (warped volumes, warped extra or None)."""
+    import ants
+    from tqdm.auto import tqdm
+
+    volumes, template = np.asarray(volumes), np.asarray(template)
+    if volumes.ndim != 4 or volumes.shape[1:] != template.shape:
+        raise ValueError(f"the template is {template.shape} but the volumes are {volumes.shape[1:]}: build the "
+                         "template from these volumes or resample them onto the template's grid first.")
+    if drive is not None and np.shape(drive) != volumes.shape:
+        raise ValueError(f"drive images {np.shape(drive)} do not match the volumes {volumes.shape}.")
+    fixed = _ants_image(template, spacing)
+    warped = np.empty_like(volumes, dtype=np.float32)
+    warped_extra = None if extra is None else np.empty(np.shape(extra), np.float32)
+    for i in tqdm(range(len(volumes)), desc=f"{type_of_transform} registration", disable=not progress,
+                  leave=False):
+        moving = _ants_image(volumes[i] if drive is None else drive[i], spacing)
+        with _AntsSeed(seed):
+            reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=type_of_transform)
+        warped[i] = ants.apply_transforms(fixed=fixed, moving=_ants_image(volumes[i], spacing),
+                                          transformlist=reg["fwdtransforms"], interpolator="linear",
+                                          defaultvalue=float(volumes[i].min())).numpy()
+        if extra is not None:
+            warped_extra[i] = ants.apply_transforms(fixed=fixed, moving=_ants_image(extra[i], spacing),
+                                                    transformlist=reg["fwdtransforms"],
+                                                    interpolator="nearestNeighbor").numpy()
+    return warped, warped_extra
+
+
+def alignment_correlation(volumes, template, mask=None) -> np.ndarray:
+    """Pearson correlation of each volume with the template (inside ``mask`` if given)."""
+    volumes, template = np.asarray(volumes, np.float64), np.asarray(template, np.float64)
+    sel = np.ones(template.shape, bool) if mask is None else np.asarray(mask, bool)
+    t = template[sel]
+    return np.array([np.corrcoef(v[sel], t)[0, 1] for v in volumes])

@@ -1,0 +1,6 @@
+"""Paper 002 (seeded iterative clustering of whole-slide patches), notebook 04.
+
+- :mod:`.sic` — seeded k-means, the iterative splitting (Algorithm 1) and the simulated-click protocol
+- :mod:`.embeddings` — patch encoders, per-slide Zarr stores of embeddings, extraction on Dask workers, UMAP
+- :mod:`.simclr` — the self-supervised encoder (SimCLR) trained on the slides' own patches
+"""

@@ -1,0 +1,298 @@
+"""The trained models of the notebooks, one recipe each: which data, which architecture, which loss and settings
+(:data:`helpers.presets.TRAINING`), how it is evaluated; trained once by :func:`helpers.training.ensure_model` and
+cached. Notebook 02 trains them; notebooks 03–06 load them.
+
+- paper 000: :func:`ensure_tile_classifier` (VGG-16 + global max pool on tiles of simulated slides)
+- paper 001: :func:`ensure_grading_model` (7-class grading CNN or ResNet-18), :func:`ensure_unet` (nuclei)
+- paper 003: :func:`ensure_regression_model` (MD, FA, CC from H&E patches)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import models, presets
+from .data import tensors
+from .simulate import datasets
+from .training import TrainingError, ensure_model, fit, flips_and_rotations, predict, BCEDiceLoss, dice_score
+
+
+def _bce_logit_loss(logits, y):
+    return nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), y.float())
+
+
+def _check_labels(labels, n_classes: int, what: str):
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{what}: labels run from {labels.min()} to {labels.max()} but the model has {n_classes} "
+                         f"outputs; the class count of the model must match the data.")
+
+
+# paper 000's tile classifier ----------------------------------------------------------------------------
+def tile_split(index, seed: int, val_fraction: float = 0.15, max_negatives_per_positive: float | None = None):
+    """Train / validation / test tile indices: test = tiles of test slides; validation = a random share of the
+    training slides' tiles; negatives in training optionally subsampled to at most ``ratio`` × positives."""
+    rng = np.random.default_rng(seed)
+    test = np.flatnonzero(index["is_test"])
+    pool = rng.permutation(np.flatnonzero(~index["is_test"]))
+    n_val = max(1, int(round(val_fraction * len(pool))))
+    val, train = np.sort(pool[:n_val]), pool[n_val:]
+    if max_negatives_per_positive:
+        pos, neg = train[index["label"][train] == 1], train[index["label"][train] == 0]
+        keep = int(max(1, len(pos)) * max_negatives_per_positive)
+        train = np.concatenate([pos, neg[:keep]])
+    return np.sort(train), val, test
+
+
+@torch.no_grad()
+def evaluate_tile_classifier(model, slides, index, test, device="auto") -> dict:
+    """Tile AUC and accuracy on ``test`` tiles, and slide accuracy with paper 000's rule (a slide is positive
+    when any of its tissue tiles is predicted positive). Returns metrics and the per-tile probabilities."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    ds = tensors.TileDataset(slides["rgb"], index["slide"][test], index["coords"][test], index["label"][test],
+                          int(index["tile"]))
+    prob = torch.sigmoid(predict(model, ds, device=device, desc="tile predictions")[:, 0]).numpy()
+    label = index["label"][test]
+    slide_ids = np.unique(index["slide"][test])
+    slide_pred = np.array([prob[index["slide"][test] == s].max() > 0.5 for s in slide_ids])
+    slide_true = np.asarray(slides["label"])[slide_ids] == 1
+    auc = float(roc_auc_score(label, prob)) if 0 < label.sum() < len(label) else float("nan")
+    return {"tile_auc_test": auc, "tile_accuracy_test": float(accuracy_score(label, prob > 0.5)),
+            "slide_accuracy_test": float(np.mean(slide_pred == slide_true)), "n_test_slides": int(len(slide_ids)),
+            "probabilities": prob, "labels": label, "slide_ids": slide_ids, "slide_predicted": slide_pred,
+            "slide_true": slide_true}
+
+
+def tile_index(data_dir, smoke: bool = False, seed: int = 0, **overrides):
+    """Slides and their tile index for the tile classifier (the preset's tiling); returns (slides, meta, index)."""
+    cfg = presets.training("tile_classifier", smoke, **overrides)
+    slides, meta = datasets.ensure_tile_slides(data_dir, smoke=smoke, seed=seed)
+    index = datasets.tile_dataset_index(slides, cfg["tile"], cfg["stride"], cfg["centre"], cfg["min_tissue"])
+    index["tile"] = cfg["tile"]
+    return slides, meta, index
+
+
+def ensure_tile_classifier(data_dir, smoke: bool = False, seed: int = 0, device="auto", **overrides):
+    """Paper 000's VGG-16 tile classifier trained on the simulated slides (cached). Returns (model, info)."""
+    cfg = presets.training("tile_classifier", smoke, **overrides)
+    slides, _, index = tile_index(data_dir, smoke, seed, **overrides)
+    config = {"model": {"arch": "VGG16TileClassifier", "width": cfg["width"], "batch_norm": cfg["batch_norm"]}, "train": cfg, "seed": int(seed),
+              "data": datasets.dataset_config("tile_slides", smoke)}
+    train_idx, val_idx, test_idx = tile_split(index, seed, max_negatives_per_positive=cfg["max_negatives_per_positive"])
+
+    def tile_set(ids):
+        return tensors.TileDataset(slides["rgb"], index["slide"][ids], index["coords"][ids], index["label"][ids],
+                                cfg["tile"])
+
+    def train(model):
+        if index["label"][train_idx].sum() == 0:
+            raise TrainingError("no positive tile in the training split; the slides hold no tumour tiles.")
+        history = fit(model, tile_set(train_idx), tile_set(val_idx), _bce_logit_loss, epochs=cfg["epochs"],
+                      lr=cfg["lr"], batch_size=cfg["batch_size"], patience=cfg["patience"], device=device,
+                      seed=seed, augment=flips_and_rotations, desc="tile classifier")
+        metrics = evaluate_tile_classifier(model, slides, index, test_idx, device)
+        return {"history": history, "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx),
+                "metrics": {k: metrics[k] for k in ("tile_auc_test", "tile_accuracy_test", "slide_accuracy_test",
+                                                    "n_test_slides")}}
+
+    return ensure_model("tile_classifier", data_dir, config, lambda: models.VGG16TileClassifier(cfg["width"], cfg["batch_norm"]), train)
+
+
+# paper 001's grading CNN ------------------------------------------------------------------------------
+def _grading_model(arch: str, input_size: int, n_classes: int = 7):
+    if arch == "paper":
+        return models.GradingCNN(n_classes, input_size)
+    if arch == "resnet18":
+        return models.resnet18_grading(n_classes)
+    raise ValueError(f"unknown grading architecture {arch!r}; use 'paper' (paper 001's CNN) or 'resnet18'.")
+
+
+@torch.no_grad()
+def evaluate_classifier(model, images, labels, n_classes: int, device="auto") -> dict:
+    """Accuracy, per-class accuracy (recall), confusion matrix and softmax probabilities."""
+    from sklearn.metrics import confusion_matrix
+
+    _check_labels(labels, n_classes, "evaluation")
+    prob = torch.softmax(predict(model, images, device=device, desc="predictions"), 1).numpy()
+    pred = prob.argmax(1)
+    cm = confusion_matrix(labels, pred, labels=list(range(n_classes)))
+    per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
+    return {"accuracy": float((pred == np.asarray(labels)).mean()), "per_class_accuracy": per_class.tolist(),
+            "confusion": cm, "probabilities": prob, "predicted": pred}
+
+
+def ensure_grading_model(data_dir, smoke: bool = False, seed: int = 0, device="auto", **overrides):
+    """Paper 001's 7-class grading CNN (``arch="paper"``) or the ResNet-18 variant (``arch="resnet18"``),
+    trained on the balanced simulated DiagSet-like splits (cached). Returns (model, info)."""
+    cfg = presets.training("grading_cnn", smoke, **overrides)
+    grading, meta = datasets.ensure_grading_patches(data_dir, smoke=smoke, seed=seed)
+    n_classes, size = len(meta["classes"]), int(grading["images"].shape[1])
+    config = {"model": {"arch": cfg["arch"], "n_classes": n_classes, "input_size": size}, "train": cfg,
+              "seed": int(seed), "data": datasets.dataset_config("grading", smoke)}
+    split, labels = np.asarray(grading["split"]), np.asarray(grading["label"])
+
+    def train(model):
+        _check_labels(labels, n_classes, "grading patches")
+        sets = [tensors.ArrayDataset(grading["images"], labels, np.flatnonzero(split == s)) for s in (0, 1)]
+        history = fit(model, *sets, nn.CrossEntropyLoss(), epochs=cfg["epochs"], lr=cfg["lr"],
+                      batch_size=cfg["batch_size"], patience=cfg["patience"], device=device, seed=seed,
+                      augment=flips_and_rotations if cfg["augment"] else None, desc=f"grading {cfg['arch']}")
+        test = np.flatnonzero(split == 2)
+        ev = evaluate_classifier(model, np.asarray(grading["images"])[test], labels[test], n_classes, device)
+        return {"history": history, "metrics": {"accuracy": ev["accuracy"], "per_class_accuracy":
+                                                ev["per_class_accuracy"]}}
+
+    return ensure_model(f"grading_{cfg['arch']}", data_dir, config,
+                        lambda: _grading_model(cfg["arch"], size, n_classes), train)
+
+
+# paper 001's U-Net -----------------------------------------------------------------------------------
+def nuclei_targets(types) -> np.ndarray:
+    """Type maps (0 background, 1 neoplastic, 2 non-neoplastic) → N×2×H×W uint8 masks (neoplastic, other)."""
+    types = np.asarray(types)
+    return np.stack([types == 1, types == 2], axis=1).astype(np.uint8)
+
+
+class _MaskDataset(tensors.ArrayDataset):
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x, y.float()
+
+
+@torch.no_grad()
+def segment_nuclei(model, images, device="auto", threshold: float = 0.5) -> np.ndarray:
+    """U-Net masks for N×H×W×3 uint8 images: N×2×H×W bool (neoplastic, non-neoplastic)."""
+    return (torch.sigmoid(predict(model, images, batch_size=32, device=device)) > threshold).numpy()
+
+
+def ensure_unet(data_dir, smoke: bool = False, seed: int = 0, device="auto", **overrides):
+    """Paper 001's U-Net for neoplastic / non-neoplastic nuclei, trained on the PanNuke-like patches and scored
+    (Dice) on the grading test patches, as the paper applies it to DiagSet (cached). Returns (model, info)."""
+    cfg = presets.training("unet", smoke, **overrides)
+    seg, _ = datasets.ensure_segmentation_patches(data_dir, smoke=smoke, seed=seed)
+    grading, _ = datasets.ensure_grading_patches(data_dir, smoke=smoke, seed=seed)
+    config = {"model": {"arch": "UNet", "base": cfg["base"], "depth": cfg["depth"]}, "train": cfg,
+              "seed": int(seed), "data": [datasets.dataset_config("segmentation", smoke), datasets.dataset_config("grading", smoke)]}
+
+    def train(model):
+        n = len(seg["images"])
+        order = np.random.default_rng(seed).permutation(n)
+        n_val = max(1, int(round(cfg["val_fraction"] * n)))
+        targets = nuclei_targets(seg["nuclei_types"])
+        sets = [_MaskDataset(seg["images"], targets, np.sort(ids)) for ids in (order[n_val:], order[:n_val])]
+        history = fit(model, *sets, BCEDiceLoss(), epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                      patience=cfg["patience"], device=device, seed=seed, augment=flips_and_rotations, desc="U-Net")
+        test = np.flatnonzero(np.asarray(grading["split"]) == 2)
+        pred = segment_nuclei(model, np.asarray(grading["images"])[test], device)
+        truth = nuclei_targets(np.asarray(grading["nuclei_types"])[test]).astype(bool)
+        return {"history": history, "metrics": {"unet_dice_neoplastic": dice_score(pred[:, 0], truth[:, 0]),
+                                                "unet_dice_nonneoplastic": dice_score(pred[:, 1], truth[:, 1])}}
+
+    return ensure_model("unet", data_dir, config, lambda: models.UNet(2, cfg["base"], cfg["depth"]), train)
+
+
+REGRESSION_TARGETS = ("md", "fa", "cc")
+
+
+def regression_split(samples, train_samples, seed: int):
+    """Thesis §3.2.1: patches of the training samples, shuffled, split 60 / 20 / 20 (train / validation / test)."""
+    pool = np.flatnonzero(np.isin(np.asarray(samples), list(train_samples)))
+    if len(pool) < 5:
+        raise TrainingError(f"samples {list(train_samples)} hold {len(pool)} patches; at least 5 are needed for "
+                            f"a 60/20/20 split.")
+    pool = np.random.default_rng(seed).permutation(pool)
+    n_val = n_test = max(1, int(round(0.2 * len(pool))))
+    return np.sort(pool[n_val + n_test:]), np.sort(pool[:n_val]), np.sort(pool[n_val: n_val + n_test])
+
+
+def regression_targets(reg, targets) -> np.ndarray:
+    """N × T float32 array of the named targets (md, fa, cc); unknown names and NaN values are refused."""
+    unknown = [t for t in targets if t not in REGRESSION_TARGETS]
+    if unknown:
+        raise ValueError(f"unknown target(s) {unknown}; the regression patches have {', '.join(REGRESSION_TARGETS)}.")
+    y = np.stack([np.asarray(reg[t], np.float64) for t in targets], 1).astype(np.float32)
+    if not np.isfinite(y).all():
+        raise ValueError(f"regression targets {list(targets)} hold NaN or inf values; drop or fix those patches.")
+    return y
+
+
+def square_symmetries(images, count: int = 8):
+    """The first ``count`` of the 8 symmetries of the square of N×H×W×C images, one array at a time (only one
+    turned copy in memory): rotations by 0, 90, 180 and 270° (count 4 gives these), then the same four of the
+    mirrored images (count 8)."""
+    if count not in (1, 2, 4, 8):
+        raise ValueError(f"symmetries={count}: use 1 (none), 2, 4 or 8.")
+    arr = np.asarray(images)
+    turns_and_flips = [(k, flip) for flip in (False, True) for k in range(4)][:count]
+    return (np.ascontiguousarray(np.flip(np.rot90(arr, k, axes=(1, 2)), axis=2) if flip
+                                 else np.rot90(arr, k, axes=(1, 2))) for k, flip in turns_and_flips)
+
+
+def predict_regression(model, images, scale: dict, device="auto", batch_size: int = 32,
+                       symmetries: int | None = None) -> np.ndarray:
+    """Predictions in the targets' own units (the network works on standardised targets). ``symmetries`` > 1
+    averages the predictions over that many rotations / flips of each patch (test-time augmentation: MD, FA and
+    the cell count do not change under them); by default the number the model was evaluated with
+    (``scale["symmetries"]``, 1 if absent)."""
+    symmetries = int(scale.get("symmetries", 1) if symmetries is None else symmetries)
+    z = np.mean([predict(model, turned, batch_size=batch_size, device=device).numpy()
+                 for turned in square_symmetries(images, symmetries)], axis=0)
+    return z * np.asarray(scale["std"]) + np.asarray(scale["mean"])
+
+
+def r2_scores(y_true, y_pred) -> list:
+    """R² per target (sklearn's definition: 1 − SS_res / SS_tot)."""
+    from sklearn.metrics import r2_score
+
+    y_true, y_pred = np.atleast_2d(np.asarray(y_true).T).T, np.atleast_2d(np.asarray(y_pred).T).T
+    return [float(r2_score(y_true[:, j], y_pred[:, j])) for j in range(y_true.shape[1])]
+
+
+def ensure_regression_model(data_dir, targets=("md", "fa"), smoke: bool = False, seed: int = 0, device="auto",
+                            **overrides):
+    """Paper 003's regression network for ``targets`` (MD + FA multi-task by default; ``("cc",)`` for the
+    single-task cell-count network): trained on the thesis's samples 3 and 4 (0-based 2 and 3), backbone frozen
+    first and then fine-tuned with AdamW and a warm-up + cosine schedule (cached). Returns (model, info); info
+    holds the target scaling, the split and the R² of every split and every sample."""
+    cfg = presets.training("regression", smoke, **overrides)
+    reg, _ = datasets.ensure_regression_patches(data_dir, smoke=smoke, seed=seed)
+    targets = tuple(targets)
+    y = regression_targets(reg, targets)
+    samples = np.asarray(reg["sample"])
+    train_idx, val_idx, test_idx = regression_split(samples, cfg["train_samples"], seed)
+    mean, std = y[train_idx].mean(0), y[train_idx].std(0) + 1e-8
+    z = (y - mean) / std
+    config = {"model": {"arch": "RegressionNet", "backbone": cfg["backbone"], "targets": list(targets),
+                        "dense": cfg["dense"], "feature_dense": cfg["feature_dense"], "dropout": cfg["dropout"],
+                        "input_scale": cfg["input_scale"]},
+              "train": cfg, "seed": int(seed), "data": datasets.dataset_config("regression", smoke)}
+
+    def build():
+        backbone, channels = models.regression_backbone(cfg["backbone"], data_dir, input_scale=cfg["input_scale"])
+        return models.RegressionNet(backbone, channels, targets, cfg["dense"], cfg["feature_dense"], cfg["dropout"])
+
+    def train(model):
+        sets = [tensors.ArrayDataset(reg["images"], z, ids) for ids in (train_idx, val_idx)]
+        common = dict(batch_size=cfg["batch_size"], patience=cfg["patience"], device=device, seed=seed,
+                      # MD, FA and the cell count do not change under 90° rotations and flips of the patch
+                      augment=flips_and_rotations if cfg["augment"] else None, optimizer="adamw",
+                      weight_decay=cfg["weight_decay"])
+        model.set_backbone_trainable(False)
+        frozen = fit(model, *sets, nn.MSELoss(), epochs=cfg["frozen_epochs"], lr=cfg["frozen_lr"],
+                     desc=f"{'+'.join(targets)}: head", **common)
+        model.set_backbone_trainable(True)
+        tuned = fit(model, *sets, nn.MSELoss(), epochs=cfg["epochs"], lr=cfg["lr"], warmup_epochs=cfg["warmup_epochs"],
+                    cosine=True, desc=f"{'+'.join(targets)}: fine-tuning", **common)
+        # predictions average rotations of each patch (test-time augmentation; 1 turns it off)
+        scale = {"mean": mean.tolist(), "std": std.tolist(), "symmetries": cfg["test_time_symmetries"]}
+        pred = predict_regression(model, reg["images"], scale, device)
+        r2 = {name: r2_scores(y[ids], pred[ids]) for name, ids in (("train", train_idx), ("val", val_idx),
+                                                                    ("test", test_idx))}
+        per_sample = [r2_scores(y[samples == s], pred[samples == s]) for s in range(int(samples.max()) + 1)]
+        return {"history_frozen": frozen, "history": tuned, "scale": scale, "targets": list(targets),
+                "split": {"train": train_idx.tolist(), "val": val_idx.tolist(), "test": test_idx.tolist()},
+                "metrics": {"r2": r2, "r2_per_sample": per_sample}}
+
+    return ensure_model(f"regression_{'_'.join(targets)}", data_dir, config, build, train)
