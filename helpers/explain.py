@@ -197,6 +197,9 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
 
     from .models import channels_last_copy
 
+    if int(num_samples) < 1 or int(num_features) < 1:
+        raise ValueError(f"num_samples={num_samples}, num_features={num_features}: LIME needs at least one perturbed "
+                         "sample and one segment (LIME_SAMPLES, LIME_FEATURES ≥ 1).")
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision={precision!r}; use 'float32' or 'bfloat16'.")
 
@@ -256,6 +259,8 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
     ``num_samples`` (1000), ``num_features`` (3), ``seed`` (0), ``positive_only`` (True): see :func:`lime_maps`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size}: give at least 1 image per batch.")
     if method in CAM_METHODS:
         if layer is None:
             raise ValueError(f"{method} needs the name of a convolutional layer (layer=...).")
@@ -330,6 +335,9 @@ def run_methods(model, images, methods: dict, target=0, device="auto", batch_siz
     bar = tqdm(methods.items(), desc="explanations", disable=not progress, leave=False)
     for name, options in bar:
         bar.set_postfix(method=name)
+        if not isinstance(options, dict):
+            raise TypeError(f"methods[{name!r}] is {options!r}; each method maps to a dict of explain()'s keyword "
+                            "arguments, e.g. {'ig': {'steps': 32}}.")
         options = dict(options)
         method = options.pop("method", name)
         started = time.perf_counter()

@@ -82,6 +82,8 @@ def feature_vectors(model, layer_name: str, images, per_tile: int | None = None,
     Returns ``vectors`` (or ``path``), ``tile``, ``row``, ``col`` (position of each vector) and ``grid`` (h, w)."""
     from tqdm.auto import tqdm
 
+    if per_tile is not None and int(per_tile) < 1:
+        raise ValueError(f"per_tile={per_tile}: keep at least one position per tile, or None for all of them.")
     target = None if out_path is None else _new_npy_path(out_path)
     rng = np.random.default_rng(seed)
     chunks, tiles, rows, cols, grid = [], [], [], [], None

@@ -33,6 +33,8 @@ def _check_labels(labels, n_classes: int, what: str):
 def tile_split(index, seed: int, val_fraction: float = 0.15, max_negatives_per_positive: float | None = None):
     """Train / validation / test tile indices: test = tiles of test slides; validation = a random share of the
     training slides' tiles; negatives in training optionally subsampled to at most ``ratio`` × positives."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction}: the validation share of the training tiles lies in (0, 1).")
     rng = np.random.default_rng(seed)
     test = np.flatnonzero(index["is_test"])
     pool = rng.permutation(np.flatnonzero(~index["is_test"]))
@@ -164,6 +166,8 @@ class _MaskDataset(tensors.ArrayDataset):
 @torch.no_grad()
 def segment_nuclei(model, images, device="auto", threshold: float = 0.5) -> np.ndarray:
     """U-Net masks for N×H×W×3 uint8 images: N×2×H×W bool (neoplastic, non-neoplastic)."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold={threshold}: the U-Net gives probabilities, so a threshold lies in (0, 1).")
     return (torch.sigmoid(predict(model, images, batch_size=32, device=device)) > threshold).numpy()
 
 
@@ -236,6 +240,9 @@ def predict_regression(model, images, scale: dict, device="auto", batch_size: in
     averages the predictions over that many rotations / flips of each patch (test-time augmentation: MD, FA and
     the cell count do not change under them); by default the number the model was evaluated with
     (``scale["symmetries"]``, 1 if absent)."""
+    if not isinstance(scale, dict) or not {"mean", "std"} <= set(scale):
+        raise ValueError(f"scale has keys {sorted(scale) if isinstance(scale, dict) else type(scale).__name__}; it is "
+                         "the model's info['scale'] (mean and std of the training targets) from ensure_regression_model.")
     symmetries = int(scale.get("symmetries", 1) if symmetries is None else symmetries)
     z = np.mean([predict(model, turned, batch_size=batch_size, device=device).numpy()
                  for turned in square_symmetries(images, symmetries)], axis=0)
@@ -247,6 +254,9 @@ def r2_scores(y_true, y_pred) -> list:
     from sklearn.metrics import r2_score
 
     y_true, y_pred = np.atleast_2d(np.asarray(y_true).T).T, np.atleast_2d(np.asarray(y_pred).T).T
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ; give one prediction per target "
+                         "and patch (N × targets).")
     return [float(r2_score(y_true[:, j], y_pred[:, j])) for j in range(y_true.shape[1])]
 
 

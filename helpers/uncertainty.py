@@ -22,10 +22,16 @@ def _scores(values, name: str) -> np.ndarray:
     return values
 
 
+def _check_level(level):
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: the confidence level is a fraction between 0 and 1 (0.95 for 95 %).")
+
+
 def bootstrap_ci(values, level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
     """Mean of ``values`` with a percentile bootstrap interval (scipy.stats.bootstrap): {mean, low, high, n}."""
     from scipy import stats
 
+    _check_level(level)
     values = _scores(values, "values")
     if np.ptp(values) == 0:      # every resample has the same mean; scipy warns and returns NaN
         low = high = float(values[0])

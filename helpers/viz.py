@@ -40,6 +40,8 @@ def gallery(images, titles=None, ncols: int = 6, size: float = 2.0, suptitle: st
     import matplotlib.pyplot as plt
 
     n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{len(titles)} titles for {n} images; give one title per image (or titles=None).")
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for ax in axes.flat:

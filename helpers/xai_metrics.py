@@ -65,6 +65,9 @@ def normalise_map(maps) -> np.ndarray:
 def binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
              mask_threshold: float = MASK_THRESHOLD):
     """Binary attribution (normalised > 0.3) and binary mask (> 0.5), checked to have the same shape."""
+    for name, value in (("attribution_threshold", attribution_threshold), ("mask_threshold", mask_threshold)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}={value}: maps are normalised to [0, 1], so a threshold lies in [0, 1).")
     maps, masks = _check_pair(maps, masks, "masks")
     return normalise_map(maps) > attribution_threshold, np.asarray(masks, np.float64) > mask_threshold
 
@@ -176,7 +179,12 @@ def deletion_insertion(model, images, maps, target, steps: int = 20, device="aut
         raise ValueError("attribution maps hold NaN or inf values.")
     if deletion_baseline not in ("blur", "zero"):
         raise ValueError(f"unknown deletion baseline {deletion_baseline!r}; use 'blur' or 'zero'.")
-    targets = np.broadcast_to(np.asarray(target, int), (len(x),))
+    if int(steps) < 1:
+        raise ValueError(f"steps={steps}: a deletion curve needs at least one step (DELETION_STEPS ≥ 1).")
+    target = np.asarray(target, int)
+    if target.ndim > 1 or (target.ndim == 1 and len(target) != len(x)):
+        raise ValueError(f"target has shape {target.shape} for {len(x)} images: give one class index, or one per image.")
+    targets = np.broadcast_to(target, (len(x),))
     dev = select_device(device)
     model = model.to(dev).eval()
     n_pix = x.shape[2] * x.shape[3]
@@ -212,6 +220,8 @@ def randomised_copy(model, seed: int = 0):
     of Adebayo et al., all layers at once); the original is untouched."""
     import copy
 
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model is a {type(model).__name__}; randomised_copy takes a torch.nn.Module.")
     clone = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cache, env, explain, features, models, presets, report, training, uncertainty, xai_metrics
-from helpers.data import formats, tensors
-from helpers.simulate import histology
+from helpers import (cache, env, explain, features, models, presets, recipes, report, training, uncertainty, viz,
+                     xai_metrics)
+from helpers.data import formats, tensors, tissue
+from helpers.simulate import ct, histology
 from helpers.methods import concepts
-from helpers.methods.sarcoidosis import clam
+from helpers.methods.sarcoidosis import clam, dec, registration
+from helpers.methods.seeded import sic
 
 MAP = np.random.default_rng(0).random((2, 8, 8))
 MASK = MAP > 0.5
@@ -90,6 +92,68 @@ CASES = {
     "unknown layer": (lambda: models.get_layer(_tiny_classifier(), "conv9"), KeyError, "no layer"),
     "feature vectors to a .raw path": (lambda: features.feature_vectors(_tiny_classifier(), "0", np.zeros(
         (1, 8, 8, 3), np.uint8), out_path="/tmp/v.raw"), ValueError, "must end in .npy"),
+    "confidence level above 1": (lambda: uncertainty.bootstrap_ci([0.5, 0.7, 0.9], level=2), ValueError,
+                                 "between 0 and 1"),
+    "rank correlation of unpaired values": (lambda: uncertainty.rank_correlation([1, 2, 3], [1, 2]), ValueError,
+                                            "one pair per unit"),
+    # attribution and its metrics
+    "batch of 0 images to explain": (lambda: explain.explain(_tiny_classifier(), torch.zeros(1, 3, 8, 8), "saliency",
+                                                             batch_size=0), ValueError, "batch_size=0"),
+    "LIME with no samples": (lambda: explain.lime_maps(_tiny_classifier(), torch.zeros(1, 3, 8, 8), num_samples=0),
+                             ValueError, "LIME_SAMPLES"),
+    "run_methods options that are not a dict": (lambda: explain.run_methods(
+        _tiny_classifier(), torch.zeros(1, 3, 8, 8), {"saliency": 3}, progress=False), TypeError, "dict of explain"),
+    "deletion curve without steps": (lambda: xai_metrics.deletion_insertion(
+        _tiny_classifier(), torch.zeros(2, 3, 8, 8), MAP, 0, steps=0, device="cpu"), ValueError, "DELETION_STEPS"),
+    "deletion targets of another length": (lambda: xai_metrics.deletion_insertion(
+        _tiny_classifier(), torch.zeros(2, 3, 8, 8), MAP, [0, 1, 2], device="cpu"), ValueError, "one per image"),
+    "attribution threshold above 1": (lambda: xai_metrics.paper_metrics(MAP, MASK, attribution_threshold=2),
+                                      ValueError, "attribution_threshold=2"),
+    "randomised copy of a string": (lambda: xai_metrics.randomised_copy("model"), TypeError, "torch.nn.Module"),
+    "maps of another count to mask_auc": (lambda: xai_metrics.mask_auc(MAP, MASK[:1]), ValueError, "differ in shape"),
+    # features, NMF concepts
+    "no position per tile": (lambda: features.feature_vectors(_tiny_classifier(), "0", np.zeros((1, 8, 8, 3), np.uint8),
+                                                              per_tile=0), ValueError, "per_tile=0"),
+    "grey images to layer_activations": (lambda: features.layer_activations(_tiny_classifier(), "0", np.zeros((1, 8, 8))),
+                                         ValueError, "N×H×W×3"),
+    "NMF with K larger than the channels": (lambda: concepts.NMF(9, device="cpu").fit(np.ones((10, 4))), ValueError,
+                                            "K ≤ 4"),
+    "streamed NMF of a missing file": (lambda: concepts.fit_streamed("/tmp/no-such-features.npy", 2),
+                                       FileNotFoundError, "no-such-features.npy not found"),
+    "unknown aggregation": (lambda: concepts.aggregate(np.ones((2, 3, 4, 4)), "median"), ValueError,
+                            "unknown aggregation 'median'"),
+    "region of another shape for region_iou": (lambda: concepts.region_iou(np.zeros((4, 4), int),
+                                                                           {"a": np.ones((3, 3), bool)}, 2),
+                                               ValueError, "region 'a'"),
+    # data: tiles, stains, formats
+    "no random tiles": (lambda: tissue.random_tiles(np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool), 16, 0),
+                        ValueError, "n=0"),
+    "stain statistics of no image": (lambda: tissue.stain_statistics([]), ValueError, "empty"),
+    "stain statistics of a grey image": (lambda: tissue.stain_statistics([np.zeros((8, 8))]), ValueError, "H×W×3"),
+    "PanNuke fold of mismatched arrays": (lambda: formats.write_pannuke_fold(
+        "/tmp/never-written-pannuke", np.zeros((2, 4, 4, 3)), np.zeros((3, 4, 4, 6)), ["a", "b"]), ValueError,
+        "one mask and one tissue type per image"),
+    "PanNuke masks from mismatched maps": (lambda: formats.to_pannuke_masks(np.zeros((2, 4, 4)), np.zeros((2, 4, 5))),
+                                           ValueError, "differ"),
+    # training recipes
+    "U-Net threshold above 1": (lambda: recipes.segment_nuclei(models.UNet(2, 4, 2), np.zeros((1, 16, 16, 3), np.uint8),
+                                                               threshold=3), ValueError, "threshold=3"),
+    "validation share above 1": (lambda: recipes.tile_split({"is_test": np.zeros(5, bool)}, 0, val_fraction=1.5),
+                                 ValueError, "val_fraction=1.5"),
+    "regression scale without mean and std": (lambda: recipes.predict_regression(_tiny_classifier(),
+                                                                                 np.zeros((1, 8, 8, 3), np.uint8), {}),
+                                              ValueError, r"info\['scale'\]"),
+    "R² of predictions of another shape": (lambda: recipes.r2_scores(np.ones((3, 2)), np.ones((3, 1))), ValueError,
+                                           "one prediction per target"),
+    "gallery with a title too many": (lambda: viz.gallery([np.zeros((4, 4, 3))], ["a", "b"]), ValueError,
+                                      "one title per image"),
+    # the papers' methods
+    "seed F1 of unpaired arrays": (lambda: sic.seed_f1([1, 0], [1, 0, 1]), sic.SeedError, "one of each per patch"),
+    "silhouette K not below the image count": (lambda: dec.choose_k(np.random.default_rng(0).random((3, 2)),
+                                                                    ks=[2, 3]), dec.ClusteringError, "2 ≤ K ≤ 2"),
+    "alignment of volumes off the template grid": (lambda: registration.alignment_correlation(
+        np.ones((2, 4, 4, 4)), np.ones((3, 3, 3))), ValueError, "template's grid"),
+    "NaN Hounsfield units": (lambda: ct.hu_to_unit(np.array([np.nan])), ValueError, "NaN"),
     "interval from one value": (lambda: uncertainty.bootstrap_ci([0.5]), ValueError, "at least 2"),
     "paired scores of other lengths": (lambda: uncertainty.paired_difference([1, 2, 3], [1, 2]), ValueError,
                                        "paired"),

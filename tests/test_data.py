@@ -147,18 +147,26 @@ def test_pannuke_roundtrip_and_bad_files(tmp_path):
     assert np.array_equal(neo, types == 1) and np.array_equal(non, types == 2)
     with pytest.raises(FileExistsError, match="overwritten"):
         formats.write_pannuke_fold(tmp_path / "fold", images, masks, np.array(["P"] * 3))
-    bad = tmp_path / "bad"
-    formats.write_pannuke_fold(bad, images, masks[..., :5], np.array(["P"] * 3))
+    # files in PanNuke's layout that are wrong (as a broken download or another tool would leave them): the writer
+    # refuses to write them, the loader names what is wrong
+    with pytest.raises(ValueError, match="N×H×W×6 masks"):
+        formats.write_pannuke_fold(tmp_path / "refused", images, masks[..., :5], np.array(["P"] * 3))
+    assert not (tmp_path / "refused").exists()
+
+    def raw_fold(name, fold_images, fold_masks):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.save(folder / "images.npy", fold_images)
+        np.save(folder / "masks.npy", fold_masks)
+        np.save(folder / "types.npy", np.array(["P"] * 3))
+        return folder
+
     with pytest.raises(ValueError, match="N×H×W×6"):
-        formats.load_pannuke_fold(bad)
-    bad2 = tmp_path / "bad2"
-    formats.write_pannuke_fold(bad2, images[..., 0], masks, np.array(["P"] * 3))
+        formats.load_pannuke_fold(raw_fold("bad", images, masks[..., :5]))
     with pytest.raises(ValueError, match="N×H×W×3"):
-        formats.load_pannuke_fold(bad2)
-    bad3 = tmp_path / "bad3"
-    formats.write_pannuke_fold(bad3, np.full((3, 16, 16, 3), "x"), masks, np.array(["P"] * 3))
+        formats.load_pannuke_fold(raw_fold("bad2", images[..., 0], masks))
     with pytest.raises(TypeError, match="not numeric"):
-        formats.load_pannuke_fold(bad3)
+        formats.load_pannuke_fold(raw_fold("bad3", np.full((3, 16, 16, 3), "x"), masks))
     with pytest.raises(FileNotFoundError, match="types.npy"):
         formats.load_pannuke_fold(tmp_path)
 

@@ -121,6 +121,9 @@ def to_pannuke_masks(instances, types):
     """Our instance + type maps → PanNuke's N×H×W×6 masks (instance ids per type channel, channel 5 =
     background). Neoplastic nuclei go to channel 0, non-neoplastic ones to channel 4 (epithelial)."""
     instances, types = np.asarray(instances), np.asarray(types)
+    if instances.shape != types.shape:
+        raise ValueError(f"instances {instances.shape} and types {types.shape} differ; give both maps of the same "
+                         "patches (N×H×W).")
     out = np.zeros(instances.shape + (6,), np.float32)
     out[..., 0] = np.where(types == 1, instances, 0)
     out[..., 4] = np.where(types == 2, instances, 0)
@@ -136,6 +139,13 @@ def pannuke_binary_masks(masks):
 
 def write_pannuke_fold(folder, images, masks, types):
     """Write a fold in PanNuke's layout (images.npy, masks.npy, types.npy); refuses to overwrite."""
+    images, masks, types = np.asarray(images), np.asarray(masks), np.asarray(types)
+    if images.ndim != 4 or images.shape[-1] != 3 or masks.ndim != 4 or masks.shape[-1] != 6:
+        raise ValueError(f"images {images.shape} and masks {masks.shape}: PanNuke stores N×H×W×3 images and N×H×W×6 "
+                         "masks (to_pannuke_masks builds them).")
+    if images.shape[:3] != masks.shape[:3] or len(types) != len(images):
+        raise ValueError(f"images {images.shape[:3]}, masks {masks.shape[:3]} and {len(types)} types: one mask and one "
+                         "tissue type per image, on the same grid.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("images.npy", "masks.npy", "types.npy"):

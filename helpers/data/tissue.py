@@ -84,6 +84,8 @@ def tissue_mask_from_rgb(rgb, threshold: float | None = None, min_size: int = 64
 
 def random_tiles(image, tissue, tile: int, n: int, seed: int = 0, min_tissue: float = 0.8):
     """``n`` random tissue tiles (``tile`` px) from a large image, for galleries."""
+    if int(n) < 1:
+        raise ValueError(f"n={n}: ask for at least one tile.")
     t = tile_slide(tissue, tile, max(1, tile // 2), min_tissue)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(t["coords"]), size=min(n, len(t["coords"])), replace=False)
@@ -95,10 +97,19 @@ def stain_statistics(images, tissue_masks=None) -> dict:
     tissue pixels of a stack of RGB images: a quantitative check that simulated tiles stain like real ones."""
     from skimage.color import rgb2hed
 
+    if len(images) == 0:
+        raise ValueError("images is empty; give at least one RGB image.")
+    if tissue_masks is not None and len(tissue_masks) != len(images):
+        raise ValueError(f"{len(tissue_masks)} tissue masks for {len(images)} images; give one mask per image.")
     hs, es = [], []
     for i, img in enumerate(images):
-        hed = rgb2hed(np.asarray(img)[..., :3])
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[-1] not in (3, 4):
+            raise ValueError(f"image {i} has shape {img.shape}; stain statistics need H×W×3 RGB images.")
+        hed = rgb2hed(img[..., :3])
         sel = np.ones(hed.shape[:2], bool) if tissue_masks is None else np.asarray(tissue_masks[i], bool)
+        if sel.shape != hed.shape[:2]:
+            raise ValueError(f"tissue mask {i} {sel.shape} differs from its image {hed.shape[:2]}.")
         hs.append(hed[..., 0][sel])
         es.append(hed[..., 1][sel])
     h, e = np.concatenate(hs), np.concatenate(es)

@@ -244,6 +244,9 @@ class RowChunks:
     def __init__(self, source, chunk_rows: int = 262144):
         self.chunk_rows = int(chunk_rows)
         self.zarr = None
+        if isinstance(source, (str, Path)) and not Path(source).exists():
+            raise FileNotFoundError(f"feature matrix {source} not found; write it first (features.feature_vectors "
+                                    "with out_path=...) or give a Zarr array.")
         if isinstance(source, (str, Path)) and str(source).endswith(".npy"):
             self.path = Path(source)
             header = np.load(self.path, mmap_mode="r")   # only to read shape, dtype and data offset

@@ -39,6 +39,9 @@ def real_lung_hu(threshold_hu: float = -500.0) -> np.ndarray:
 def hu_to_unit(hu) -> np.ndarray:
     """HU → [0, 1] through :data:`CT_WINDOW` (clipped), the networks' input scale."""
     low, high = CT_WINDOW
+    hu = np.asarray(hu)
+    if hu.size and not np.isfinite(hu).all():
+        raise ValueError("HU values contain NaN or inf; fill them (e.g. with -1000 HU, air) before windowing.")
     return np.clip((np.asarray(hu, np.float32) - low) / (high - low), 0.0, 1.0)
 
 

@@ -401,6 +401,13 @@ def choose_k(embedding, ks=range(2, 9), labels_by_k: dict | None = None, seed: i
     paper's choice before the clustering phase); with it (K → labels, e.g. DEC's) those labels are scored.
     ``embedding`` may also be a dict K → embedding (after the clustering phase every K has its own).
     Returns (best K, {K: silhouette})."""
+    ks = [int(k) for k in ks]
+    if not ks:
+        raise ClusteringError("ks is empty; give the numbers of clusters to compare, e.g. range(2, 9).")
+    n = len(next(iter(embedding.values()))) if isinstance(embedding, dict) else len(embedding)
+    if min(ks) < 2 or max(ks) >= n:
+        raise ClusteringError(f"ks={ks} for {n} embedded images: the silhouette is defined for 2 ≤ K ≤ {n - 1}; "
+                              "fit fewer clusters or embed more images.")
     scores = {}
     for k in ks:
         emb = embedding[k] if isinstance(embedding, dict) else embedding

@@ -120,6 +120,11 @@ def register_to_template(volumes, template, spacing, type_of_transform: str = "S
 def alignment_correlation(volumes, template, mask=None) -> np.ndarray:
     """Pearson correlation of each volume with the template (inside ``mask`` if given)."""
     volumes, template = np.asarray(volumes, np.float64), np.asarray(template, np.float64)
+    if volumes.ndim != template.ndim + 1 or volumes.shape[1:] != template.shape:
+        raise ValueError(f"volumes {volumes.shape} and template {template.shape}: give N volumes on the template's "
+                         "grid (register them first, see register_to_template).")
     sel = np.ones(template.shape, bool) if mask is None else np.asarray(mask, bool)
+    if sel.shape != template.shape:
+        raise ValueError(f"mask {sel.shape} differs from the template {template.shape}; give a mask on its grid.")
     t = template[sel]
     return np.array([np.corrcoef(v[sel], t)[0, 1] for v in volumes])

@@ -87,6 +87,8 @@ def seed_f1(seeds, positive) -> float:
     from sklearn.metrics import f1_score
 
     seeds, positive = np.asarray(seeds), np.asarray(positive, bool)
+    if seeds.shape != positive.shape:
+        raise SeedError(f"{seeds.shape} seeds and {positive.shape} predictions; give one of each per patch.")
     known = seeds >= 0
     return float(f1_score(seeds[known], positive[known].astype(int), zero_division=0.0))
 
