@@ -63,9 +63,14 @@ def _prepare(model, images, target, device):
 
 
 def cam_maps(model, images, layer_name: str, method: str = "gradcam", target=0, batch_size: int = 32,
-             device="auto") -> np.ndarray:
+             device="auto", on_layer_grid: bool = False) -> np.ndarray:
     """CAM-family maps from pytorch-grad-cam for ``target`` (an output index, or one per image), N × H × W in
-    [0, 1] (the library's per-image min-max scaling of the ReLU'd map)."""
+    [0, 1] (the library's per-image min-max scaling of the ReLU'd map, resized to the input).
+
+    ``on_layer_grid=True`` returns the map before that scaling and resizing: ReLU(Σ_c α_c A_c) on the layer's own
+    h × w grid, in the layer's units (the library's own ``get_cam_image`` of the same forward and backward pass; its
+    positive cells are the CAM's region on that grid, which min-max scaling, resizing and averaging back would
+    spread to neighbouring cells)."""
     import pytorch_grad_cam as pgc
 
     if method not in CAM_METHODS:
@@ -79,8 +84,16 @@ def cam_maps(model, images, layer_name: str, method: str = "gradcam", target=0, 
             cam.batch_size = batch_size
         for start in range(0, len(x), batch_size):
             xb = x[start: start + batch_size].to(dev)
-            out.append(cam(input_tensor=xb, targets=[OutputTarget(t) for t in targets[start: start + len(xb)]])
-                       .astype(np.float32))
+            batch_targets = [OutputTarget(t) for t in targets[start: start + len(xb)]]
+            scaled = cam(input_tensor=xb, targets=batch_targets)
+            if on_layer_grid:       # the same pass's activations and gradients, before scale_cam_image
+                acts = cam.activations_and_grads.activations[0].cpu().numpy()
+                grads = cam.activations_and_grads.gradients[0].cpu().numpy() if cam.activations_and_grads.gradients \
+                    else None
+                grid = cam.get_cam_image(xb, layer, batch_targets, acts, grads, False)
+                out.append(np.maximum(grid, 0).astype(np.float32))
+            else:
+                out.append(scaled.astype(np.float32))
     return np.concatenate(out)
 
 

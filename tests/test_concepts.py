@@ -234,3 +234,19 @@ def test_region_concepts_equal_the_steps_done_by_hand():
     np.testing.assert_allclose(concepts.stain_correlations(rgb, region), want, rtol=1e-6)
     with pytest.raises(ValueError, match="H×W×3"):
         concepts.region_concepts(rgb[..., 0], model, "features.relu5_3", 3, tile=64, stride=32)
+
+
+def test_seam_index_sees_a_tiling_lattice_and_not_smooth_structure():
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:48, 0:48]
+    smooth = np.sin(rows / 7.0) + np.cos(cols / 5.0) + rng.normal(0, 0.1, rows.shape)
+    lattice = smooth + 2.0 * ((rows % 4 == 0) | (cols % 4 == 0))          # bright seams every 4 cells
+    count = np.ones((48, 48), int)
+    assert concepts.seam_index(smooth[..., None], count, 4) < 0.02
+    assert concepts.seam_index(lattice[..., None], count, 4) > 0.2
+    # uncovered cells do not count; a constant concept is skipped
+    both = np.stack([lattice, np.ones_like(lattice)], -1)
+    count[:, :8] = 0
+    assert concepts.seam_index(both, count, 4) > 0.2
+    with pytest.raises(ValueError, match="period=1"):
+        concepts.seam_index(both, count, 1)

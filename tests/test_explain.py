@@ -145,3 +145,20 @@ def test_captum_methods_refuse_unknown_options(grading_cnn, tiles):
     """A typo such as step=4 (IG takes steps) must not be ignored silently."""
     with pytest.raises(ValueError, match=r"does not take \['step'\]"):
         explain.explain(grading_cnn, tiles[:1], "ig", target=0, step=4)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "hirescam", "layercam"])
+def test_cam_on_the_layer_grid_is_the_librarys_map_before_scaling_and_resizing(method):
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    model = models.VGG16TileClassifier(width=0.125, batch_norm=False).eval()
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    grid = explain.cam_maps(model, x, "features.relu5_3", method, target=0, device="cpu", on_layer_grid=True)
+    assert grid.shape == (3, 4, 4) and grid.min() >= 0        # ReLU(Σ α A) on the 4 × 4 grid of a 64 px input
+    resized = explain.cam_maps(model, x, "features.relu5_3", method, target=0, device="cpu")
+    # the library's output is exactly this grid, min-max scaled per image and resized to the input (then scaled once
+    # more when the layers are aggregated, BaseCAM.aggregate_multi_layers)
+    np.testing.assert_allclose(scale_cam_image(scale_cam_image(grid, (64, 64))), resized, atol=1e-5)
+    # and averaging the resized map back does not give the grid's region: it spreads positive cells
+    back = explain.block_mean(resized, 16)
+    assert ((back > 0).sum() >= (grid > 0).sum())

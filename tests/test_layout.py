@@ -168,3 +168,15 @@ def test_smoke_sizes_come_from_presets_only(nb_path):
         assert not smoke_blocks, "size a SMOKE run in helpers.presets, not in an `if SMOKE:` block"
     clamps = [m.group(0) for src in code for m in re.finditer(r"min\(([A-Z][A-Z0-9_]+), \d+\)", src)]
     assert not clamps, f"SMOKE sizes clamped in a cell: {clamps}"
+
+
+def test_the_code_passes_the_linter():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a dev dependency (pip install -e '.[dev]')"
+    done = subprocess.run([ruff, "check", "--no-cache", "helpers", "tests", "benchmarks", "notebooks"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -360,6 +360,30 @@ def stitch_feature_maps(maps, coords, cell_px: int, grid_shape, border: int = 2)
     return mean, count
 
 
+def seam_index(weights, count, period: int) -> float:
+    """How much of a stitched concept map is a lattice of the tiling: for each concept, the variance of its mean
+    intensity over the ``period`` phases (cell row mod period, and column mod period) divided by the variance of
+    its intensity over the covered cells; the largest over concepts and the two axes. About 0 when the map does
+    not depend on where the tiles start (≈ 1/cells per phase for noise), up to 1 for a pure lattice.
+    ``weights`` rows × cols × K (NaN where uncovered), ``count`` rows × cols, ``period`` = tile stride / cell."""
+    weights, count = np.asarray(weights, np.float64), np.asarray(count)
+    if weights.ndim != 3 or weights.shape[:2] != count.shape:
+        raise ValueError(f"weights {weights.shape} must be rows × cols × K on the grid of count {count.shape}.")
+    if int(period) < 2:
+        raise ValueError(f"period={period}: a lattice repeats every 2 or more cells (tile stride / layer stride).")
+    rows, cols = np.nonzero(count > 0)
+    worst = 0.0
+    for j in range(weights.shape[-1]):
+        values = weights[rows, cols, j]
+        total = values.var()
+        if not np.isfinite(total) or total == 0:
+            continue
+        for position in (rows, cols):
+            phase_means = [values[position % period == p].mean() for p in range(period) if (position % period == p).any()]
+            worst = max(worst, float(np.var(phase_means) / total))
+    return worst
+
+
 def concept_maps(mean_vectors, count, H, batch_rows: int = 262144):
     """Concept intensities (rows × cols × K, NaN where no tile covers the cell) and the cluster map (argmax,
     −1 where uncovered) of stitched slide vectors."""
@@ -381,7 +405,7 @@ class RegionConcepts:
     cell: int                # pixels per cell of the layer grid (the layer's stride)
     mean: np.ndarray         # rows × cols × C: feature vectors averaged over the tiles that cover each cell
     count: np.ndarray        # rows × cols: how many tiles cover each cell
-    nmf: "NMF"               # fitted on the covered cells
+    nmf: "NMF | None"        # fitted on the covered cells (None when concepts fitted elsewhere were applied)
     weights: np.ndarray      # rows × cols × K concept intensities (NaN where uncovered)
     clusters: np.ndarray     # rows × cols: the strongest concept of each cell (−1 where uncovered)
 
@@ -390,19 +414,27 @@ class RegionConcepts:
         return self.count > 0
 
 
-def region_concepts(rgb, model, layer: str, n_concepts: int, tile: int, stride: int, min_tissue: float = 0.5,
+def region_concepts(rgb, model, layer: str, n_concepts: int | None, tile: int, stride: int, min_tissue: float = 0.5,
                     normalise=None, border: int = 1, batch_size: int = 16, seed: int = 0, device="auto",
-                    tissue_mask=None) -> RegionConcepts:
+                    tissue_mask=None, H=None) -> RegionConcepts:
     """Paper 000's pipeline on one RGB region: tissue mask (:func:`helpers.data.tissue.tissue_mask_from_rgb` unless
     given), tiles of ``tile`` px every ``stride`` px with at least ``min_tissue`` tissue, the activations of
     ``layer`` for every tile, their feature maps stitched onto one grid (each tile's ``border`` cells dropped), NMF
-    with ``n_concepts`` concepts on the covered cells, and the concept maps."""
+    with ``n_concepts`` concepts on the covered cells, and the concept maps.
+
+    With ``H`` (K × C concepts fitted elsewhere, e.g. on the training slides) nothing is fitted: the region's
+    intensities of those concepts are inferred with H fixed, as the paper does on its test slides.
+    A ``stride`` equal to the layer's stride (one cell) averages every cell over the same tile positions, which
+    keeps the tiling's lattice out of the maps (:func:`seam_index`)."""
     from ..data.tissue import tile_slide, tissue_mask_from_rgb
     from ..features import layer_activations
 
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb must be an H×W×3 image, got shape {rgb.shape}.")
+    if (H is None) == (n_concepts is None):
+        raise ValueError("give either n_concepts (fit concepts on this region) or H (apply concepts fitted "
+                         "elsewhere), not both or neither.")
     mask = tissue_mask_from_rgb(rgb) if tissue_mask is None else np.asarray(tissue_mask, bool)
     tiles = tile_slide(mask, tile, stride, min_tissue)
     images = np.stack([rgb[y: y + tile, x: x + tile] for y, x in tiles["coords"]])
@@ -411,8 +443,13 @@ def region_concepts(rgb, model, layer: str, n_concepts: int, tile: int, stride: 
     cell = tile // maps.shape[-1]
     grid = (rgb.shape[0] // cell, rgb.shape[1] // cell)
     mean, count = stitch_feature_maps(maps, tiles["coords"], cell, grid, border=border)
-    nmf = NMF(n_concepts, device=device, seed=seed).fit(mean[count > 0])
-    weights, clusters = concept_maps(mean, count, nmf.components_)
+    if H is None:
+        nmf = NMF(n_concepts, device=device, seed=seed).fit(mean[count > 0])
+        H = nmf.components_
+    else:
+        nmf = None
+        _check_h(np.asarray(H, np.float32), mean.shape[-1])
+    weights, clusters = concept_maps(mean, count, H)
     return RegionConcepts(tiles, int(maps.shape[1]), cell, mean, count, nmf, weights, clusters)
 
 
