@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found %s" % sys.version.split()[0]'
+	@$(PY) -c 'import sys; assert sys.version_info[:2] >= (3, 10), "Python 3.10 or newer is required, found %s" % sys.version.split()[0]'
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -c 'from helpers import runner; runner.ensure_kernel()'    # the notebooks' kernel, xai-medimg, in .venv
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -14,6 +14,12 @@ DATA = {
         "default": dict(n_train_pos=16, n_train_neg=8, n_test_pos=6, n_test_neg=6, size=1536, um_per_px=1.0),
         "smoke": dict(n_train_pos=3, n_train_neg=2, n_test_pos=2, n_test_neg=2, size=640, um_per_px=1.0),
     },
+    # paper 002: the positive slides notebook 04 clicks on (the paper: DigestPath's positive images). A seed stream of
+    # their own: the tile classifier never saw them; SimCLR trains on them without labels, as the paper's did
+    "sic_slides": {
+        "default": dict(n=20, size=1024, um_per_px=1.0),
+        "smoke": dict(n=4, size=640, um_per_px=1.0),
+    },
     # paper 001: DiagSet patches, 7 balanced classes, train/validation/test per class
     "grading": {
         "default": dict(train=280, val=50, test=70, size=96, um_per_px=1.0, overlap=0.35),
@@ -55,12 +61,13 @@ TRAINING = {
         "smoke": dict(base=8, depth=3, epochs=30, lr=3e-3, batch_size=8, patience=6, val_fraction=0.25),
     },
     # paper 002: SimCLR on the data set's own patches (ResNet-18 in the paper; a quarter-width one-block-per-stage
-    # ResNet at 64 px here). Patches: 128 px at stride 64 (the notebook's tiling), per_slide random ones per slide
+    # ResNet at 64 px here), i.e. on the sic_slides, unlabelled. Patches: 128 px at stride 64 (the notebook's
+    # tiling), per_slide random ones per slide
     "simclr": {
         "default": dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), projection_dim=64, input_size=64, patch=128,
-                        stride=64, per_slide=64, epochs=8, batch_size=128, lr=1e-3, temperature=0.2),
+                        stride=64, per_slide=112, epochs=8, batch_size=128, lr=1e-3, temperature=0.2),
         "smoke": dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), projection_dim=64, input_size=64, patch=128,
-                      stride=64, per_slide=24, epochs=2, batch_size=64, lr=1e-3, temperature=0.2),
+                      stride=64, per_slide=64, epochs=2, batch_size=32, lr=1e-3, temperature=0.2),
     },
     # paper 003: thesis EfficientNetV2-S, batch 16, AdamW (weight decay 0.008), cosine decay with warm-up, 100 epochs,
     # dropout 0.3, frozen backbone first, then fine-tuning, 360 px patches; here EfficientNet-Lite0, 16 epochs on

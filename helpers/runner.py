@@ -39,6 +39,31 @@ def notebooks(selection=()) -> list[Path]:
     return found
 
 
+KERNEL_NAME = "xai-medimg"
+KERNEL_DISPLAY_NAME = "Python (xai-medimg)"
+
+
+def ensure_kernel() -> str:
+    """The notebooks' kernel, ``xai-medimg``: this environment's Python. Its kernelspec is written into this
+    environment (``sys.prefix/share/jupyter/kernels``, as ``python -m ipykernel install --sys-prefix`` does) when it is
+    missing or points at another Python, so that JupyterLab and papermill open the notebooks on the environment that
+    has the project installed, never on whichever ``python3`` a JupyterHub offers."""
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if Path(spec.argv[0]).absolute() == Path(sys.executable).absolute():   # this very environment
+            return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
+    return KERNEL_NAME
+
+
 def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Path | None = None,
                  extra: dict | None = None) -> tuple[Path, float]:
     """Execute one notebook into ``output_root/<stem>/`` (executed copy, figures, metrics.json)."""
@@ -51,7 +76,7 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
     params.update(extra or {})
     started = time.perf_counter()
     pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
-                        kernel_name="python3", progress_bar=False, log_output=False)
+                        kernel_name=ensure_kernel(), progress_bar=False, log_output=False)
     return out_dir, time.perf_counter() - started
 
 

@@ -217,3 +217,16 @@ def test_pyramidal_tiff_levels(tmp_path):
         formats.read_wsi(path, level=5)
     with pytest.raises(FileNotFoundError, match="SLIDE_PATH"):
         formats.read_wsi(tmp_path / "none.svs")
+
+
+def test_sic_slides_are_positive_and_none_is_a_tile_slide(tmp_path):
+    sic_arrays, sic_meta = datasets.ensure_sic_slides(tmp_path, smoke=True, seed=0, n=3, size=256)
+    tile_arrays, _ = datasets.ensure_tile_slides(tmp_path, smoke=True, seed=0, size=256)
+    assert sic_arrays["rgb"].shape == (3, 256, 256, 3) and sic_meta["slide_ids"] == ["sic_000", "sic_001", "sic_002"]
+    assert (np.asarray(sic_arrays["label"]) == 1).all()
+    assert all(datasets.unpack_mask(m, "tumour").any() for m in sic_arrays["masks"])
+    # a seed stream of their own: no slide equals a slide of the tile classifier's set
+    for rgb in sic_arrays["rgb"]:
+        assert not any(np.array_equal(rgb, other) for other in tile_arrays["rgb"])
+    with pytest.raises(ValueError, match="n=0"):
+        datasets.ensure_sic_slides(tmp_path, smoke=True, n=0)

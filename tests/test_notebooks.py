@@ -40,6 +40,7 @@ def test_notebook_is_committed_clean(nb_path):
         assert knob in tagged[0].source, f"parameters cell lacks {knob}"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "start with a title"
     assert (EXPECTED / f"{nb_path.stem}.json").exists(), "every notebook needs its expected metrics"
+    assert nb.metadata["kernelspec"]["name"] == runner.KERNEL_NAME, "notebooks open on the project's kernel"
 
 
 def test_reference_comparison_catches_every_kind_of_change():

@@ -17,7 +17,7 @@ from . import histology
 
 N_JOBS = max(1, min(4, os.cpu_count() or 1))
 
-_TAGS = {"tile_slides": 1, "grading": 2, "segmentation": 3, "regression": 4}
+_TAGS = {"tile_slides": 1, "grading": 2, "segmentation": 3, "regression": 4, "sic_slides": 5}
 
 
 def dataset_config(name: str, smoke: bool = False, **overrides) -> dict:
@@ -93,6 +93,25 @@ def ensure_tile_slides(data_dir, smoke: bool = False, seed: int = 0, **overrides
         return arrays, meta
 
     return cache.ensure_arrays(cache.folder_for(data_dir, "tile_slides", cfg), cfg, build)
+
+
+def ensure_sic_slides(data_dir, smoke: bool = False, seed: int = 0, **overrides):
+    """Positive slides for paper 002's click protocol (notebook 04): RGB, packed masks, tumour polygons, from a seed
+    stream of their own (no slide of :func:`ensure_tile_slides`, so the tile classifier never saw them). Returns
+    (arrays, meta) from the validated cache."""
+    cfg = dataset_config("sic_slides", smoke, **overrides) | {"seed": int(seed)}
+    if cfg["n"] < 1:
+        raise ValueError(f"sic_slides: n={cfg['n']}; ask for at least one slide.")
+    ids = [f"sic_{i:03d}" for i in range(cfg["n"])]
+    jobs = [(_seed(seed, "sic_slides", i), cfg["size"], cfg["um_per_px"], True, sid) for i, sid in enumerate(ids)]
+
+    def build():
+        out = _parallel(_slide_job, jobs, "rendering slides")
+        arrays = {"rgb": np.stack([o[0] for o in out]), "masks": np.stack([o[3] for o in out]),
+                  "label": np.array([o[6] for o in out], np.int64)}
+        return arrays, {"slide_ids": ids, "annotations": [o[4] for o in out], "tumour_grades": [o[5] for o in out]}
+
+    return cache.ensure_arrays(cache.folder_for(data_dir, "sic_slides", cfg), cfg, build)
 
 
 def tile_dataset_index(slides, tile: int, stride: int, centre: int, min_tissue: float = 0.5):

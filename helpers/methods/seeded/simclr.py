@@ -150,8 +150,8 @@ def train_simclr(model: SimCLRModel, images, *, epochs: int, batch_size: int = 1
 
 
 def slide_patches(slides, patch: int, stride: int, per_slide: int, seed: int = 0, min_tissue: float = 0.5):
-    """``per_slide`` random tissue patches (N×patch×patch×3 uint8) from every slide of the tile-slide arrays
-    (train and test, with and without cancer: self-supervision sees no labels, as in paper 002)."""
+    """``per_slide`` random tissue patches (N×patch×patch×3 uint8) from every slide of slide arrays with ``rgb`` and
+    packed ``masks`` (self-supervision sees no labels, as in paper 002)."""
     from ...data.tissue import tile_slide
     from ...simulate.datasets import unpack_mask
 
@@ -165,21 +165,22 @@ def slide_patches(slides, patch: int, stride: int, per_slide: int, seed: int = 0
 
 
 def ensure_simclr_encoder(data_dir, smoke: bool = False, seed: int = 0, device="auto", **overrides):
-    """The SimCLR encoder of notebook 04, trained on patches of the simulated slides (cached like the models of
-    notebook 02). Returns (SimCLRModel on the CPU, info with the loss history)."""
+    """The SimCLR encoder of notebook 04, trained without labels on patches of the slides it clusters
+    (:func:`helpers.simulate.datasets.ensure_sic_slides`, as paper 002 trained on its data set; cached like the
+    models of notebook 02). Returns (SimCLRModel on the CPU, info with the loss history)."""
     from ... import cache, env, presets, training
     from ...simulate import datasets
 
     cfg = presets.training("simclr", smoke, **overrides)
     config = {"model": {"arch": "SimCLRModel", "widths": list(cfg["widths"]), "blocks": list(cfg["blocks"]),
                         "projection_dim": cfg["projection_dim"]}, "train": cfg, "seed": int(seed),
-              "data": datasets.dataset_config("tile_slides", smoke), "simclr_code": cache.source_fingerprint(sys.modules[__name__])}
+              "data": datasets.dataset_config("sic_slides", smoke), "simclr_code": cache.source_fingerprint(sys.modules[__name__])}
 
     def build():
         return SimCLRModel(SmallResNet(tuple(cfg["widths"]), tuple(cfg["blocks"])), cfg["projection_dim"])
 
     def fit(model):
-        slides, _ = datasets.ensure_tile_slides(data_dir, smoke=smoke, seed=seed)
+        slides, _ = datasets.ensure_sic_slides(data_dir, smoke=smoke, seed=seed)
         patches = slide_patches(slides, cfg["patch"], cfg["stride"], cfg["per_slide"], seed)
         history = train_simclr(model, patches, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                temperature=cfg["temperature"], input_size=cfg["input_size"], seed=seed,
