@@ -5,7 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run smoke test lab install clean-outputs expected seeds
+.PHONY: run smoke test lab install kernel book browser clean-outputs expected seeds
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -33,8 +34,23 @@ seeds: $(STAMP)
 	$(PY) -m helpers.runner --seed 2 --output outputs/seeds/seed2
 	$(PY) -m helpers.runner --record-seeds
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
+
+# the executed notebooks of `make run` as a static site → outputs/book/index.html (nothing is re-executed)
+book: $(STAMP)
+	$(PY) -m helpers.book
+
+# register .venv as the Jupyter kernel the notebooks name (xai-medimg); other kernels are untouched
+kernel: $(STAMP)
+	$(PY) -c 'from helpers import runner; print("kernel:", runner.ensure_kernel())'
+
+# Debian's chromium for the book's browser test, installed when missing (apt-get; sudo unless root)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  command -v google-chrome >/dev/null 2>&1 || { echo "installing chromium for the book test (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the book test will be skipped (it fails under CI)"
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir=notebooks

@@ -44,6 +44,7 @@ The papers' methods:
 
 Running:
 - `runner` — runs the notebooks with papermill, compares with tests/expected, the seed study (make run / test)
+- `book` — the executed notebooks as a static site (Sphinx + myst-nb) and its check in headless Chromium (make book)
 """
 
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -75,8 +76,18 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
     params = {"SMOKE": bool(smoke), "OUTPUT_DIR": str(out_dir), "DATA_DIR": str(Path(data_dir or ROOT / "data").resolve())}
     params.update(extra or {})
     started = time.perf_counter()
-    pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
-                        kernel_name=ensure_kernel(), progress_bar=False, log_output=False)
+    # the kernel inherits this process's environment: a MPLBACKEND=Agg set for headless tests would keep every
+    # figure out of the executed notebook (and so out of the book); the inline backend embeds them
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
+                            kernel_name=ensure_kernel(), progress_bar=False, log_output=False)
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
     return out_dir, time.perf_counter() - started
 
 

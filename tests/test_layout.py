@@ -21,7 +21,7 @@ LAYERS = [
     {"helpers.models", "helpers.training", "helpers.features", "helpers.explain", "helpers.xai_metrics",
      "helpers.recipes"},
     {"helpers.methods.*"},
-    {"helpers.runner"},
+    {"helpers.runner", "helpers.book"},
 ]
 
 

@@ -70,10 +70,16 @@ def test_smoke_references_pin_values_not_ranges():
         assert reference["rel_tol"] <= 1e-6, f"{nb.stem}: a tolerance of {reference['rel_tol']} needs a reason"
 
 
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory):
+    """Where this session's smoke runs go: the book test below builds its site from them."""
+    return tmp_path_factory.mktemp("smoke")
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_smoke_run(nb_path, tmp_path, repo_data_dir):
-    out_dir, seconds = runner.run_notebook(nb_path, tmp_path, smoke=True, data_dir=repo_data_dir)
+def test_notebook_smoke_run(nb_path, smoke_root, repo_data_dir):
+    out_dir, seconds = runner.run_notebook(nb_path, smoke_root, smoke=True, data_dir=repo_data_dir)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     problems = runner.compare_with_reference(metrics, _smoke_reference(nb_path.stem))
     assert not problems, (f"{nb_path.stem} (SMOKE, {seconds:.0f} s) differs from tests/expected/{nb_path.stem}.json "
@@ -83,6 +89,41 @@ def test_notebook_smoke_run(nb_path, tmp_path, repo_data_dir):
     assert claims, "the notebook records no claim_* verdict"
     table = json.loads((out_dir / "claims.json").read_text())
     assert sorted(f"claim_{row['name']}" for row in table) == sorted(claims)
+
+
+@pytest.mark.notebook
+def test_book_of_the_smoke_runs_loads_in_a_headless_browser(smoke_root, repo_data_dir, tmp_path):
+    """`make book` on this session's smoke runs: the site builds, and in headless Chromium the landing page and every
+    notebook page load with all their images and with every link into the site pointing at a file that exists.
+    A screenshot of the landing page is kept in outputs/test-artifacts/ (the test's artefact)."""
+    import os
+
+    from helpers import book
+
+    for nb in NOTEBOOKS:      # notebooks this session did not run (e.g. under -k) are run here
+        if not (smoke_root / nb.stem / "metrics.json").exists():
+            runner.run_notebook(nb, smoke_root, smoke=True, data_dir=repo_data_dir)
+    site = book.build(smoke_root, tmp_path / "book")
+    pages = {p.name for p in (site / "notebooks").glob("*.html")}
+    assert pages == {f"{nb.stem}.html" for nb in NOTEBOOKS} and (site / "index.html").exists()
+    assert len(list((site / "api").glob("*.html"))) == len(book.MODULES) + 1
+    browser = book.find_browser()
+    if browser is None:
+        assert not os.environ.get("CI"), "chromium is missing under CI: `make browser` installs it"
+        pytest.skip("no chromium on the PATH (`make browser` installs Debian's chromium)")
+    screenshot = ROOT / "outputs" / "test-artifacts" / "book_landing.png"
+    reports = book.check_site(site, browser, screenshot=screenshot)
+    assert set(reports) == {"index.html", *(f"notebooks/{p}" for p in pages)}
+    for page, report in reports.items():
+        assert report["text"] > 1000, f"{page} loaded almost empty"
+        assert not report["broken_images"], f"{page}: images that do not load: {report['broken_images']}"
+        assert not report["broken_links"], f"{page}: links into the site that go nowhere: {report['broken_links']}"
+    for nb in NOTEBOOKS:      # every notebook shows its figures and its tables (the paper-vs-here tables among them)
+        report = reports[f"notebooks/{nb.stem}.html"]
+        assert report["n_images"] >= 1 and report["tables"] >= 1, (nb.stem, report)
+    landing_links = reports["index.html"]["links"]
+    assert all(any(link.endswith(f"notebooks/{nb.stem}.html") for link in landing_links) for nb in NOTEBOOKS)
+    assert screenshot.stat().st_size > 10_000
 
 
 @pytest.mark.notebook

@@ -13,6 +13,16 @@ import numpy as np
 ITK_THREADS = os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 
+def _ants():
+    """antspyx, an optional dependency (only notebook 07's §5 uses it), with the install command when missing."""
+    try:
+        import ants
+    except ImportError as err:
+        raise ImportError("antspyx is needed for the registration of notebook 07 (§5): pip install -e '.[ct]' "
+                          "(`make install` installs every extra).") from err
+    return ants
+
+
 class _Quiet:
     """Silence C-level stdout (ANTs prints 'wrote file to …' while building a template)."""
 
@@ -46,20 +56,20 @@ class _AntsSeed:
         self.seed = seed
 
     def __enter__(self):
-        import ants
+        ants = _ants()
 
         self._saved = ants.config._random_seed
         ants.config._random_seed = None if self.seed is None else int(self.seed) + 1
 
     def __exit__(self, *exc):
-        import ants
+        ants = _ants()
 
         ants.config._random_seed = self._saved
         return False
 
 
 def _ants_image(volume, spacing):
-    import ants
+    ants = _ants()
 
     return ants.from_numpy(np.asarray(volume, np.float32), spacing=tuple(float(s) for s in spacing))
 
@@ -68,7 +78,7 @@ def build_template(volumes, spacing, sample_fraction: float = 0.1, iterations: i
                    type_of_transform: str = "SyN", seed: int = 0, min_subjects: int = 4):
     """A study-specific template (antspyx ``build_template``: average, register everyone to it, update, repeat)
     from a random ``sample_fraction`` of the subjects (at least ``min_subjects``). Returns (template, indices)."""
-    import ants
+    ants = _ants()
 
     volumes = np.asarray(volumes)
     if volumes.ndim != 4:
@@ -90,7 +100,7 @@ def register_to_template(volumes, template, spacing, type_of_transform: str = "S
     with a template built from them): disease changes lung density, and an intensity-driven registration
     then pulls dense diseased lung onto soft tissue. ``extra``: arrays carried along with the same
     transforms (nearest neighbour, e.g. lung masks). Returns (warped volumes, warped extra or None)."""
-    import ants
+    ants = _ants()
     from tqdm.auto import tqdm
 
     volumes, template = np.asarray(volumes), np.asarray(template)

@@ -363,7 +363,11 @@ def dask_client(scheduler_address: str | None = None, n_workers: int = 2):
     import ``helpers`` and write to the store folder). Close it with ``client.close()``."""
     import logging
 
-    from dask.distributed import Client
+    try:
+        from dask.distributed import Client
+    except ImportError as err:
+        raise ImportError("dask.distributed runs notebook 04's extraction: pip install -e '.[dask]' (`make install` "
+                          "installs every extra).") from err
 
     if scheduler_address:
         try:
