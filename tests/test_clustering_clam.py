@@ -135,6 +135,7 @@ def test_clam_with_softmax_weights_equals_pytorch_grad_cam_scorecam():
     alpha = clam.channel_scores(model, x.numpy(), clusters, device="cpu")
     ours = clam.combine(acts, torch.softmax(alpha, dim=1), (16, 16)).numpy()
     np.testing.assert_allclose(ours, ref, atol=2e-4)
+    np.testing.assert_allclose(clam.score_cam(model, x.numpy(), clusters, device="cpu"), ref, atol=2e-4)
     # CLAM itself weights by the raw probabilities (eq. 9), which is a different map
     maps = clam.clam(model, x.numpy(), clusters, device="cpu")
     assert maps.shape == (2, 16, 16) and maps.min() >= 0 and maps.max() == pytest.approx(1.0, abs=1e-5)
@@ -149,8 +150,15 @@ def test_clam_3d_and_group_maps():
     avg = clam.cluster_average(maps, labels, 3)
     np.testing.assert_allclose(avg[1], maps[1:].mean(0), rtol=1e-6)
     assert np.isnan(avg[2]).all()
-    np.testing.assert_allclose(clam.population_average(maps, labels, 2), (maps[0] + maps[1:].mean(0)) / 2,
-                               rtol=1e-6)
+    # eq. 11: (1/K) Σ_k Σ_{i in C_k} M(x_i), as a mean over the images (the K and N factors are constants)
+    k = 2
+    eq11 = sum(maps[labels == c].sum(0) for c in range(k)) / k
+    np.testing.assert_allclose(clam.population_average(maps, labels, k), eq11 / (len(maps) / k), rtol=1e-6)
+    # each cluster counted once is a different map when clusters differ in size, offered under its own name
+    np.testing.assert_allclose(clam.population_average(maps, labels, k, weighting="clusters"),
+                               (maps[0] + maps[1:].mean(0)) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="weighting="):
+        clam.population_average(maps, labels, k, weighting="voxels")
     assert clam.activated_area(np.array([[[0.2, 0.6], [0.5, 1.0]]]), 0.5).tolist() == [3]
 
 

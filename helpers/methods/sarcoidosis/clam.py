@@ -143,6 +143,18 @@ def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: i
     return (maps, alpha.numpy()) if return_scores else maps
 
 
+def score_cam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 64, device="auto"):
+    """Score-CAM's maps for the same images and clusters, for comparison with :func:`clam`: the same masked copies
+    and scores, weighted by a softmax over channels instead of the raw probabilities (a baseline subtracted from
+    every channel's score would not change a softmax). Equal to pytorch-grad-cam's ``ScoreCAM`` (tested)."""
+    x = _check(images, model)
+    dev = select_device(device)
+    model.to(dev).eval()
+    acts = _activations(model, x, layer, dev)
+    alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts)
+    return combine(acts, torch.softmax(alpha, dim=1), x.shape[2:]).numpy()
+
+
 def cluster_average(maps, labels, k: int | None = None):
     """Mean map per cluster (eq. 10 as a mean): K×spatial; NaN for a cluster without images."""
     maps, labels = np.asarray(maps), np.asarray(labels)
@@ -156,9 +168,18 @@ def cluster_average(maps, labels, k: int | None = None):
     return out
 
 
-def population_average(maps, labels, k: int | None = None):
-    """Eq. 11: the average over clusters of the cluster-averaged maps (each cluster counts once)."""
-    return np.nanmean(cluster_average(maps, labels, k), axis=0)
+def population_average(maps, labels, k: int | None = None, weighting: str = "images"):
+    """Eq. 11, M̃ = (1/K) Σ_k Σ_{x_i ∈ C_k} M_k(x_i): every image's map counts once, so as a mean (to stay on [0, 1])
+    it is the mean over all images (``weighting="images"``, the paper's equation). ``weighting="clusters"`` is the
+    mean of the cluster averages instead (each cluster counts once, whatever its size; not the paper's)."""
+    if weighting == "images":
+        maps, labels = np.asarray(maps), np.asarray(labels)
+        if len(maps) != len(labels):
+            raise ValueError(f"{len(maps)} maps but {len(labels)} labels.")
+        return maps.mean(0).astype(np.float32)
+    if weighting == "clusters":
+        return np.nanmean(cluster_average(maps, labels, k), axis=0)
+    raise ValueError(f"weighting={weighting!r}: use 'images' (eq. 11) or 'clusters' (each cluster counts once).")
 
 
 def activated_area(maps, threshold: float = 0.5, mask=None) -> np.ndarray:
