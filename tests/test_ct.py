@@ -207,3 +207,12 @@ def test_write_cohort_refuses_inconsistent_input(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         formats.write_cohort(tmp_path / "cohort", v, t)
     assert not (tmp_path / "cohort").exists()
+
+
+def test_simulated_cohort_can_return_its_true_disease_masks():
+    vols, lungs, table, disease = ct.simulate_cohort(6, (16, 16, 16), seed=0, progress=False, return_disease=True)
+    same_vols, same_lungs, same_table = ct.simulate_cohort(6, (16, 16, 16), seed=0, progress=False)
+    np.testing.assert_array_equal(vols, same_vols)            # asking for the truth changes nothing else
+    assert disease.shape == lungs.shape and disease.dtype == bool
+    assert not (disease & ~lungs).any()                         # disease lies inside the lung
+    assert disease.reshape(6, -1).any(1).all()                  # every subject carries some

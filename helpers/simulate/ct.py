@@ -222,11 +222,13 @@ def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lun
 
 
 def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fraction: float = 0.4,
-                    lung_hu=None, progress: bool = True):
+                    lung_hu=None, progress: bool = True, return_disease: bool = False):
     """A sarcoidosis-like cohort: volumes (N×z×y×x HU float32), lung masks, and a table (pandas) with
     pattern, burden, demographics (age, sex, race, height in inches, BMI, scanner) and outcomes (FEV1 and FVC
     in litres, DLCO % predicted, SOBQ and FAS scores, CRP mg/L). Outcomes depend on the parenchymal burden and
-    on demographics (height, age, sex) with noise; CRP depends on nothing (a negative control)."""
+    on demographics (height, age, sex) with noise; CRP depends on nothing (a negative control).
+    ``return_disease=True`` adds a fourth result: each subject's true disease mask (N×z×y×x bool, inside the lung),
+    the ground truth a real cohort does not have."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -252,15 +254,16 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     crp = np.exp(rng.normal(1.0, 0.8, n))
     volumes = np.empty((n,) + tuple(shape), np.float32)
     lungs = np.empty((n,) + tuple(shape), bool)
+    disease = np.empty((n,) + tuple(shape), bool)
     for i in tqdm(range(n), desc="simulating CT cohort", disable=not progress, leave=False):
         sub_rng = np.random.default_rng([seed, 4004, i])
         volumes[i], masks = render_lung_volume(sub_rng, shape, pattern[i], burden[i], lung_hu)
-        lungs[i] = masks["lung"]
+        lungs[i], disease[i] = masks["lung"], masks["disease"]
     table = pd.DataFrame({
         "subject": [f"sub-{i + 1:03d}" for i in range(n)], "pattern": pattern, "burden": burden,
         "male": male.astype(int), "white": white.astype(int), "age": age, "height_in": height, "bmi": bmi,
         "scanner": scanner, "fev1": fev1, "fvc": fvc, "dlco": dlco, "sobq": sobq, "fas": fas, "crp": crp})
-    return volumes, lungs, table
+    return (volumes, lungs, table, disease) if return_disease else (volumes, lungs, table)
 
 
 def cluster_site_masks(labels, site, k: int, lung, size: int = 64) -> np.ndarray:
