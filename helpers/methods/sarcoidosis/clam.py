@@ -131,14 +131,20 @@ def combine(acts, weights, size):
     return _minmax(up[:, 0])
 
 
-def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 64, device="auto",
-         return_scores: bool = False, bfloat16: bool = False):
-    """CLAMs (N×spatial, values in [0, 1]) of the images for their clusters (default: their own)."""
+def _scored(model, images, clusters, layer, batch_size, device, bfloat16=False):
+    """The checked input, the layer's activations and every channel's score (eq. 8), shared by CLAM and Score-CAM."""
     x = _check(images, model)
     dev = select_device(device)
     model.to(dev).eval()
     acts = _activations(model, x, layer, dev)
     alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts, bfloat16=bfloat16)
+    return x, acts, alpha
+
+
+def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 64, device="auto",
+         return_scores: bool = False, bfloat16: bool = False):
+    """CLAMs (N×spatial, values in [0, 1]) of the images for their clusters (default: their own)."""
+    x, acts, alpha = _scored(model, images, clusters, layer, batch_size, device, bfloat16)
     maps = combine(acts, alpha, x.shape[2:]).numpy()
     return (maps, alpha.numpy()) if return_scores else maps
 
@@ -147,11 +153,7 @@ def score_cam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_si
     """Score-CAM's maps for the same images and clusters, for comparison with :func:`clam`: the same masked copies
     and scores, weighted by a softmax over channels instead of the raw probabilities (a baseline subtracted from
     every channel's score would not change a softmax). Equal to pytorch-grad-cam's ``ScoreCAM`` (tested)."""
-    x = _check(images, model)
-    dev = select_device(device)
-    model.to(dev).eval()
-    acts = _activations(model, x, layer, dev)
-    alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts)
+    x, acts, alpha = _scored(model, images, clusters, layer, batch_size, device)
     return combine(acts, torch.softmax(alpha, dim=1), x.shape[2:]).numpy()
 
 
