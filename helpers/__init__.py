@@ -37,6 +37,7 @@ The papers' methods:
 - `methods.seeded.simclr` — paper 002: the SimCLR encoder trained on the slides' own patches (04)
 - `methods.dti.diffusion` — paper 003: the diffusion tensor fit, MD and FA (06)
 - `methods.dti.explorer` — paper 003: the patch table, filters and the JupyterLab explorer (06)
+- `methods.dti.histology_features` — paper 003: cell density and image anisotropy, the handcrafted baseline, erasing nuclei (06)
 - `methods.sarcoidosis.dec` — paper 004: the convolutional autoencoder, DEC, choosing K, the scenarios (07)
 - `methods.sarcoidosis.clam` — paper 004: cluster activation maps, group averages, activated areas (07)
 - `methods.sarcoidosis.registration` — paper 004: study template and ANTs registration of volumes (07)

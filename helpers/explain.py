@@ -2,6 +2,9 @@
 N × H × W float32 maps at input resolution."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import torch
 
@@ -85,7 +88,9 @@ def cam_maps(model, images, layer_name: str, method: str = "gradcam", target=0, 
         for start in range(0, len(x), batch_size):
             xb = x[start: start + batch_size].to(dev)
             batch_targets = [OutputTarget(t) for t in targets[start: start + len(xb)]]
-            scaled = cam(input_tensor=xb, targets=batch_targets)
+            # ScoreCAM draws its own progress bar per batch of channels on stderr: silenced, run_methods shows one
+            with contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext():
+                scaled = cam(input_tensor=xb, targets=batch_targets)
             if on_layer_grid:       # the same pass's activations and gradients, before scale_cam_image
                 acts = cam.activations_and_grads.activations[0].cpu().numpy()
                 grads = cam.activations_and_grads.gradients[0].cpu().numpy() if cam.activations_and_grads.gradients \
@@ -194,16 +199,18 @@ def lime_segmentation(seed: int = 0):
 
 
 def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: int = 3, seed: int = 0,
-              batch_size: int = 32, device="auto", positive_only: bool = True, progress: bool = False,
-              precision: str = "float32") -> np.ndarray:
+              batch_size: int = 32, device="auto", positive_only: bool = True, binary: bool = False,
+              progress: bool = False, precision: str = "float32") -> np.ndarray:
     """LIME maps N × H × W: the ``num_features`` segments with the largest surrogate weights for ``target``
     (positive weights only by default, as lime's ``get_image_and_mask(positive_only=True)``), each filled with its
-    weight; zero elsewhere. Paper 001 shows up to 3 segments. Classification models are explained through their
+    weight (``binary=True``: filled with 1, as the mask of ``get_image_and_mask``); zero elsewhere. lime orders the
+    segments by |weight|, so ``positive_only=False, binary=True`` is paper 001's map: its code takes
+    ``get_image_and_mask(positive_only=False, num_features=3)`` and the absolute value (the top three segments by
+    |weight|, each 1). Classification models are explained through their
     softmax probabilities (what lime's ``classifier_fn`` returns); single-output regression models through the
     output itself. ``precision="bfloat16"`` runs the perturbed images under bfloat16 autocast (several times
     faster on CPUs with bfloat16 units; probabilities change in the third digit, so check the top segments —
     benchmarks/lime_benchmark.py does)."""
-    import contextlib
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -244,19 +251,31 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
                                              random_seed=seed)
             weights = [(f, w) for f, w in exp.local_exp[label] if (w > 0 or not positive_only)][:num_features]
             for f, w in weights:
-                maps[i][exp.segments == f] = w
+                maps[i][exp.segments == f] = 1.0 if binary else w
     return maps
+
+
+CHANNEL_REDUCTIONS = ("max_abs", "sum", "abs_minmax_sum")
+
+
+def _min_max(a: torch.Tensor, dims) -> torch.Tensor:
+    low = a.amin(dims, keepdim=True)
+    span = a.amax(dims, keepdim=True) - low
+    return torch.where(span > 0, (a - low) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(a))
 
 
 def _reduce_channels(attr: torch.Tensor, how: str) -> np.ndarray:
     """N×3×H×W attributions → N×H×W maps: ``max_abs`` (max over colour channels of |a|, as saliency maps are
-    usually shown) or ``sum`` (signed sum over channels)."""
+    usually shown), ``sum`` (signed sum over channels) or ``abs_minmax_sum`` (paper 001's code: |a| of each channel
+    min-max scaled on its own, summed over channels, min-max scaled again)."""
     attr = attr.detach().float()
     if how == "max_abs":
         return attr.abs().amax(1).cpu().numpy()
     if how == "sum":
         return attr.sum(1).cpu().numpy()
-    raise ValueError(f"unknown channel reduction {how!r}; use 'max_abs' or 'sum'.")
+    if how == "abs_minmax_sum":
+        return _min_max(_min_max(attr.abs(), (2, 3)).sum(1), (1, 2)).cpu().numpy()
+    raise ValueError(f"unknown channel reduction {how!r}; use one of {', '.join(CHANNEL_REDUCTIONS)}.")
 
 
 def explain(model, images, method: str, target=0, layer: str | None = None, batch_size: int = 16,
@@ -265,11 +284,13 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
 
     ``target`` is a class index (classification) or an output index (regression: the score is the output
     itself; one index for all images or one per image), so higher predictions give higher attributions, as in paper 003). CAM methods need ``layer``; captum
-    methods take: ``stdev`` (noise σ as a fraction of the input range, smoothgrad / ig_nt, default 0.15),
-    ``n_samples`` (default 30), ``steps`` (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4),
-    ``reduce`` ('max_abs' for saliency and smoothgrad, 'sum' for the others, by default), ``seed`` (0: the noise of
-    smoothgrad / ig_nt, drawn from its own generator). ``lime`` takes
-    ``num_samples`` (1000), ``num_features`` (3), ``seed`` (0), ``positive_only`` (True): see :func:`lime_maps`."""
+    methods take: ``stdev`` (noise σ as a fraction of the input range, smoothgrad / ig_nt, default 0.15; None:
+    captum's own default, σ = 1 in input units), ``nt_type`` (smoothgrad / ig_nt: captum's 'smoothgrad' by default,
+    'smoothgrad_sq' averages squared attributions, 'vargrad'), ``n_samples`` (default 30; 8 for ig_nt), ``steps``
+    (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4), ``reduce`` (one of CHANNEL_REDUCTIONS;
+    'max_abs' for saliency and smoothgrad, 'sum' for the others, by default), ``seed`` (0: the noise of
+    smoothgrad / ig_nt, drawn from its own generator). ``lime`` takes ``num_samples`` (1000), ``num_features`` (3),
+    ``seed`` (0), ``positive_only`` (True), ``binary`` (False): see :func:`lime_maps`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
     if int(batch_size) < 1:
@@ -279,7 +300,7 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
             raise ValueError(f"{method} needs the name of a convolutional layer (layer=...).")
         return cam_maps(model, images, layer, method, target, batch_size, device)
     if method == "lime":
-        keys = {"num_samples", "num_features", "seed", "positive_only", "progress", "precision"}
+        keys = {"num_samples", "num_features", "seed", "positive_only", "binary", "progress", "precision"}
         unknown = set(options) - keys
         if unknown:
             raise ValueError(f"lime does not take {sorted(unknown)}; it takes {sorted(keys)}.")
@@ -296,15 +317,23 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
     return _finite(maps, method)
 
 
-CAPTUM_OPTIONS = {"stdev", "n_samples", "steps", "window", "stride", "reduce", "seed"}
+CAPTUM_OPTIONS = {"stdev", "nt_type", "n_samples", "steps", "window", "stride", "reduce", "seed"}
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def _captum_maps(model, x, dev, targets, method, batch_size, options) -> np.ndarray:
     import captum.attr as ca
 
-    stdev = float(options.get("stdev", 0.15)) * float(x.max() - x.min() or 1.0)
+    stdev_fraction = options.get("stdev", 0.15)
+    # None: captum's default noise (σ = 1.0 in input units), as paper 001's NoiseTunnel call
+    stdev = 1.0 if stdev_fraction is None else float(stdev_fraction) * float(x.max() - x.min() or 1.0)
     n_samples = int(options.get("n_samples", 30))
+    nt_type = options.get("nt_type", "smoothgrad")
+    if nt_type not in NT_TYPES:
+        raise ValueError(f"nt_type={nt_type!r}; captum's NoiseTunnel takes one of {', '.join(NT_TYPES)}.")
     reduce = options.get("reduce", "max_abs" if method in ("saliency", "smoothgrad") else "sum")
+    if reduce not in CHANNEL_REDUCTIONS:
+        raise ValueError(f"reduce={reduce!r}; use one of {', '.join(CHANNEL_REDUCTIONS)}.")
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start: start + batch_size].to(dev).requires_grad_(True)
@@ -313,14 +342,14 @@ def _captum_maps(model, x, dev, targets, method, batch_size, options) -> np.ndar
             attr = ca.Saliency(model).attribute(xb, target=batch_targets, abs=False)
         elif method == "smoothgrad":
             attr = ca.NoiseTunnel(ca.Saliency(model)).attribute(
-                xb, nt_type="smoothgrad", nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=stdev,
+                xb, nt_type=nt_type, nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=stdev,
                 target=batch_targets, abs=False)
         elif method == "ig":
             attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=batch_targets,
                                                            n_steps=int(options.get("steps", 32)))
         elif method == "ig_nt":
             attr = ca.NoiseTunnel(ca.IntegratedGradients(model)).attribute(
-                xb, nt_type="smoothgrad", nt_samples=int(options.get("n_samples", 8)), stdevs=stdev,
+                xb, nt_type=nt_type, nt_samples=int(options.get("n_samples", 8)), stdevs=stdev,
                 baselines=xb * 0, target=batch_targets, n_steps=int(options.get("steps", 16)))
         else:  # occlusion
             w, s = int(options.get("window", 8)), int(options.get("stride", 4))

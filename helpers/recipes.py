@@ -15,7 +15,7 @@ from torch import nn
 from . import models, presets
 from .data import tensors
 from .simulate import datasets
-from .training import TrainingError, ensure_model, fit, flips_and_rotations, predict, BCEDiceLoss, dice_score
+from .training import TrainingError, ensure_model, fit, flips_and_rotations, predict, BCEDiceLoss, dice_score, soft_iou
 
 
 def _bce_logit_loss(logits, y):
@@ -171,6 +171,22 @@ def segment_nuclei(model, images, device="auto", threshold: float = 0.5) -> np.n
     return (torch.sigmoid(predict(model, images, batch_size=32, device=device)) > threshold).numpy()
 
 
+def unet_split(n: int, seed: int, val_fraction: float):
+    """The U-Net's training and validation indices of the n PanNuke-like patches (a seeded random share held out;
+    PanNuke's third fold plays this part in paper 001). Returns (train, validation), each sorted."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction}: the held-out share lies between 0 and 1.")
+    order = np.random.default_rng(seed).permutation(int(n))
+    n_val = max(1, int(round(val_fraction * n)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def unet_soft_iou(model, images, nuclei_types, device="auto") -> np.ndarray:
+    """Paper 001's U-Net score (``training.soft_iou``, its sigmoid IoU over both masks) per image."""
+    logits = predict(model, images, batch_size=32, device=device)
+    return soft_iou(logits, nuclei_targets(nuclei_types))
+
+
 def ensure_unet(data_dir, smoke: bool = False, seed: int = 0, device="auto", **overrides):
     """Paper 001's U-Net for neoplastic / non-neoplastic nuclei, trained on the PanNuke-like patches and scored
     (Dice) on the grading test patches, as the paper applies it to DiagSet (cached). Returns (model, info)."""
@@ -181,11 +197,9 @@ def ensure_unet(data_dir, smoke: bool = False, seed: int = 0, device="auto", **o
               "seed": int(seed), "data": [datasets.dataset_config("segmentation", smoke), datasets.dataset_config("grading", smoke)]}
 
     def train(model):
-        n = len(seg["images"])
-        order = np.random.default_rng(seed).permutation(n)
-        n_val = max(1, int(round(cfg["val_fraction"] * n)))
         targets = nuclei_targets(seg["nuclei_types"])
-        sets = [_MaskDataset(seg["images"], targets, np.sort(ids)) for ids in (order[n_val:], order[:n_val])]
+        sets = [_MaskDataset(seg["images"], targets, ids)
+                for ids in unet_split(len(seg["images"]), seed, cfg["val_fraction"])]
         history = fit(model, *sets, BCEDiceLoss(), epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                       patience=cfg["patience"], device=device, seed=seed, augment=flips_and_rotations, desc="U-Net")
         test = np.flatnonzero(np.asarray(grading["split"]) == 2)

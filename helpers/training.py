@@ -184,6 +184,21 @@ def dice_score(pred, truth) -> float:
     return 1.0 if denom == 0 else float(2 * (pred & truth).sum() / denom)
 
 
+def soft_iou(logits, targets, smooth: float = 1.0) -> np.ndarray:
+    """Paper 001's U-Net "accuracy" (its ``Iou`` module): sigmoid of the logits, then (Σ p·t + 1) / (Σ p + Σ t −
+    Σ p·t + 1) over all pixels of both masks of one image — a soft IoU with smoothing, not a Dice. One value per
+    image (the thesis validated with batches of one image)."""
+    logits, targets = torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(targets, dtype=torch.float32)
+    if logits.shape != targets.shape or logits.ndim < 2:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}: give one N × C × H × W "
+                         "array of each, of the same shape.")
+    prob = torch.sigmoid(logits).reshape(len(logits), -1)
+    t = targets.reshape(len(targets), -1)
+    inter = (prob * t).sum(1)
+    union = (prob + t).sum(1) - inter
+    return ((inter + smooth) / (union + smooth)).numpy().astype(np.float64)
+
+
 def ensure_model(name: str, data_dir, config: dict, build_model, train, verbose: bool = True):
     """Load ``name``'s checkpoint if valid for ``config``; otherwise ``train(model) → info`` and save it.
 

@@ -59,6 +59,50 @@ def paired_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESAMPLES
             "n": out["n"], "better": better}
 
 
+
+def independent_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """Compare two independent groups of scores (e.g. patches of two classes): mean(a) − mean(b) with a
+    percentile bootstrap interval that resamples each group on its own (scipy.stats.bootstrap), and the
+    two-sided Mann–Whitney U p-value. ``better`` as in :func:`paired_difference`."""
+    from scipy import stats
+
+    _check_level(level)
+    a, b = _scores(a, "a"), _scores(b, "b")
+    ci = stats.bootstrap((a, b), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+                         confidence_level=level, n_resamples=n_resamples, method="percentile", vectorized=True,
+                         random_state=np.random.default_rng(seed)).confidence_interval
+    low, high = float(ci.low), float(ci.high)
+    p = 1.0 if np.ptp(np.concatenate([a, b])) == 0 else float(stats.mannwhitneyu(a, b).pvalue)
+    better = "a" if low > 0 else "b" if high < 0 else "undecided"
+    return {"mean_difference": float(a.mean() - b.mean()), "low": low, "high": high, "p_mannwhitney": p,
+            "n": (int(a.size), int(b.size)), "better": better}
+
+
+def ranked(scores: dict, higher_is_better: bool = True, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
+           seed: int = 0) -> list[dict]:
+    """Order methods by their mean score (``scores``: name → per-unit scores, the same units in the same order
+    for every method) and say how far the sample separates neighbours: each row holds the method, its mean with
+    a bootstrap interval, and ``vs_next`` — the paired difference to the next method down (oriented so that a
+    positive difference means "better"; None for the last). Units where any method has no score (NaN) are
+    dropped for all, so that every comparison is paired."""
+    names = list(scores)
+    if len(names) < 2:
+        raise ValueError(f"ranked needs at least two methods to order, got {names}.")
+    table = np.vstack([np.asarray(scores[n], np.float64).ravel() for n in names])
+    keep = np.isfinite(table).all(0)
+    table = table[:, keep] if higher_is_better else -table[:, keep]
+    order = np.argsort(-table.mean(1), kind="stable")
+    rows = []
+    for position, i in enumerate(order):
+        ci = bootstrap_ci(table[i], level, n_resamples, seed)
+        sign = 1 if higher_is_better else -1
+        row = {"method": names[i], "mean": sign * ci["mean"], "low": min(sign * ci["low"], sign * ci["high"]),
+               "high": max(sign * ci["low"], sign * ci["high"]), "n": ci["n"], "vs_next": None}
+        if position + 1 < len(order):
+            row["vs_next"] = paired_difference(table[i], table[order[position + 1]], level, n_resamples, seed)
+        rows.append(row)
+    return rows
+
 def interval_text(result: dict, digits: int = 2) -> str:
     """'0.12 [0.03, 0.20]' for a bootstrap_ci or paired_difference result."""
     centre = result.get("mean", result.get("mean_difference"))

@@ -64,12 +64,15 @@ def normalise_map(maps) -> np.ndarray:
 
 def binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
              mask_threshold: float = MASK_THRESHOLD):
-    """Binary attribution (normalised > 0.3) and binary mask (> 0.5), checked to have the same shape."""
+    """Binary attribution (normalised > 0.3) and binary mask (> 0.5), checked to have the same shape. A boolean
+    map is already binary and is used as it is (e.g. the "full map" baseline, which min-max scaling would empty)."""
     for name, value in (("attribution_threshold", attribution_threshold), ("mask_threshold", mask_threshold)):
         if not 0 <= value < 1:
             raise ValueError(f"{name}={value}: maps are normalised to [0, 1], so a threshold lies in [0, 1).")
+    is_binary = np.asarray(maps).dtype == bool
     maps, masks = _check_pair(maps, masks, "masks")
-    return normalise_map(maps) > attribution_threshold, np.asarray(masks, np.float64) > mask_threshold
+    attributed = maps.astype(bool) if is_binary else normalise_map(maps) > attribution_threshold
+    return attributed, np.asarray(masks, np.float64) > mask_threshold
 
 
 def paper_metrics(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
@@ -79,7 +82,17 @@ def paper_metrics(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESH
     0 where undefined, as scikit-learn's ``zero_division=0``), Spearman's rank correlation of the two binary
     images (NaN where one is constant, as scipy), and pixel accuracy (share of pixels where both agree).
     Returns a dict of arrays of length N."""
-    pred, truth = binarise(maps, masks, attribution_threshold, mask_threshold)
+    return overlap_scores(*binarise(maps, masks, attribution_threshold, mask_threshold))
+
+
+def overlap_scores(attributed, masks) -> dict:
+    """The six scores of :func:`paper_metrics` for maps that are already binary (N × H × W booleans): e.g. a
+    baseline that attributes every pixel, which min-max scaling would turn into an empty map."""
+    pred, truth = np.asarray(attributed), np.asarray(masks)
+    if pred.dtype != bool or truth.dtype != bool:
+        raise TypeError(f"overlap_scores takes boolean arrays (got {pred.dtype} and {truth.dtype}); binarise "
+                        "continuous maps with binarise() or call paper_metrics().")
+    _check_pair(pred, truth, "masks")
     n = len(pred)
     p, t = pred.reshape(n, -1), truth.reshape(n, -1)
     tp = (p & t).sum(1).astype(float)
@@ -113,6 +126,24 @@ def paper_code_iou(maps, masks, attribution_threshold: float = ATTRIBUTION_THRES
     return (inter + smooth) / ((soft + t).sum(1) - inter + smooth)
 
 
+def paper_code_prf(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
+                   mask_threshold: float = MASK_THRESHOLD) -> dict:
+    """Precision, recall and F1 as paper 001's published code computes them: scikit-learn's
+    ``precision_score(mask, binary_map, average='macro')`` on the 2-D images. scikit-learn reads a 2-D 0/1 array
+    as multilabel data (rows = samples, columns = labels), so the score is computed per column and averaged over
+    columns, and a column where the score is undefined (no attributed pixel for precision, no mask pixel for
+    recall, neither for F1) counts as 0 (``zero_division``'s default). The thesis's code transposes both images
+    first (``rot90(flip(., 1), 1)``), so its columns are the image rows. Returns arrays of length N."""
+    pred, truth = binarise(maps, masks, attribution_threshold, mask_threshold)
+    tp = (pred & truth).sum(2).astype(float)          # per image row = per column of the transposed image
+    n_pred, n_true = pred.sum(2).astype(float), truth.sum(2).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_pred > 0, tp / n_pred, 0.0)
+        recall = np.where(n_true > 0, tp / n_true, 0.0)
+        f1 = np.where(n_pred + n_true > 0, 2 * tp / (n_pred + n_true), 0.0)
+    return {"precision": precision.mean(1), "recall": recall.mean(1), "f1": f1.mean(1)}
+
+
 # ------------------------------------------------------------------------ localisation (Quantus' definitions)
 def _flat_pair(maps, masks):
     maps, masks = _check_pair(maps, masks, "masks")
@@ -129,16 +160,75 @@ def pointing_game(maps, masks) -> np.ndarray:
     return hit
 
 
-def relevance_rank(maps, masks) -> np.ndarray:
+def ranking(maps, tie_break: str = "random", seed: int = 0) -> np.ndarray:
+    """Pixel order of each map, most attributed first (N × H·W indices). Tied values — the zeros of a LIME or CAM
+    map, a whole LIME segment, a constant map — are ordered by ``tie_break``: "random" (a seeded random order,
+    the same for every method on the same image size, so that no method is helped by raster order) or "raster"
+    (row by row, numpy's stable sort)."""
+    a = np.asarray(maps, np.float64)
+    a = a.reshape(len(a), -1)
+    if tie_break == "raster":
+        return np.argsort(-a, axis=1, kind="stable")
+    if tie_break != "random":
+        raise ValueError(f"tie_break={tie_break!r}; use 'random' (seeded) or 'raster'.")
+    keys = np.random.default_rng(seed).random(a.shape)
+    return np.stack([np.lexsort((k, -row)) for k, row in zip(keys, a)])
+
+
+def top_k_masks(maps, k, tie_break: str = "random", seed: int = 0) -> np.ndarray:
+    """Binary maps holding the k most attributed pixels of each map (``k`` one count or one per map; ties ordered
+    by :func:`ranking`): the area-matched binarisation, free of any threshold."""
+    a = np.asarray(maps, np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"maps must be N × H × W, got shape {a.shape}.")
+    k = np.broadcast_to(np.asarray(k, int), (len(a),))
+    order = ranking(a, tie_break, seed)
+    out = np.zeros(order.shape, bool)
+    for i in range(len(a)):
+        out[i, order[i, :k[i]]] = True
+    return out.reshape(a.shape)
+
+
+def relevance_rank(maps, masks, tie_break: str = "random", seed: int = 0) -> np.ndarray:
     """Share of the k most attributed pixels that lie in the mask, k = mask size (Quantus'
-    ``RelevanceRankAccuracy``); NaN for an empty mask."""
+    ``RelevanceRankAccuracy``; for maps without ties the same numbers); NaN for an empty mask. With k = |mask| it is
+    at once the precision, the recall and the F1 of the top-k pixels. Ties: see :func:`ranking`."""
     a, s = _flat_pair(maps, masks)
     k = s.sum(1)
-    order = np.argsort(-a, axis=1, kind="stable")
-    ranked = np.take_along_axis(s, order, axis=1)
+    ranked = np.take_along_axis(s, ranking(a, tie_break, seed), axis=1)
     top = np.arange(a.shape[1])[None, :] < k[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(k > 0, (ranked & top).sum(1) / np.maximum(k, 1), np.nan)
+
+
+def top_k_iou(maps, masks, tie_break: str = "random", seed: int = 0) -> np.ndarray:
+    """IoU of the top-|mask| pixels with the mask (area-matched IoU = r / (2 − r) for relevance rank r); NaN for
+    an empty mask."""
+    r = relevance_rank(maps, masks, tie_break, seed)
+    return r / (2 - r)
+
+
+BASELINES = ("random map", "empty map", "full map", "centre blob")
+
+
+def baseline_maps(kind: str, shape, seed: int = 0) -> np.ndarray:
+    """Trivial maps N × H × W to score beside real explanations: "random map" (uniform noise, seeded), "empty map"
+    (all 0: nothing attributed), "full map" (all 1: everything attributed equally) and "centre blob" (a Gaussian
+    of σ = a quarter of the side at the centre: the prior that objects sit in the middle of a patch).
+    Constant maps have no order: ranked scores (and deletion / insertion) order their pixels by the tie rule of
+    :func:`ranking`, so they score what a random order scores."""
+    n, h, w = (int(v) for v in shape)
+    if kind == "random map":
+        return np.random.default_rng(seed).random((n, h, w))
+    if kind == "empty map":
+        return np.zeros((n, h, w))
+    if kind == "full map":
+        return np.ones((n, h, w), bool)
+    if kind == "centre blob":
+        yy, xx = np.mgrid[:h, :w]
+        blob = np.exp(-(((yy - (h - 1) / 2) / (h / 4)) ** 2 + ((xx - (w - 1) / 2) / (w / 4)) ** 2) / 2)
+        return np.broadcast_to(blob, (n, h, w)).copy()
+    raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}.")
 
 
 def mask_auc(maps, masks) -> np.ndarray:
@@ -150,6 +240,28 @@ def mask_auc(maps, masks) -> np.ndarray:
     return np.array([roc_auc_score(si, ai) if 0 < si.sum() < si.size else np.nan for ai, si in zip(a, s)])
 
 
+def benchmark_scores(maps, masks, seed: int = 0) -> dict:
+    """Every ground-truth score of one method's maps against binary masks, per map, by family:
+
+    - the 0.3 cut (paper 001): ``F1 (thesis's code)``, ``IoU (thesis's code, sigmoid)`` (what its Table 6
+      reports), ``F1 (per pixel)``, ``IoU (per pixel)`` (the definitions);
+    - threshold-free: ``ROC-AUC`` (|map| as a score for mask pixels), ``relevance mass`` (share of |map| inside);
+    - area-matched: ``top-k F1`` (the top-|mask| pixels; = relevance rank = their precision and recall) and
+      ``top-k IoU``;
+    - ``pointing game``.
+    The ranked and threshold-free scores are NaN where the mask is empty; ties are broken at random (seeded).
+    Boolean maps (the full-map baseline) are taken as already binary."""
+    masks = np.asarray(masks).astype(bool)
+    code = paper_code_prf(maps, masks)
+    per_pixel = paper_metrics(maps, masks)
+    magnitude = np.abs(np.asarray(maps, np.float64))
+    return {"F1 (thesis's code)": code["f1"], "IoU (thesis's code, sigmoid)": paper_code_iou(maps, masks),
+            "F1 (per pixel)": per_pixel["f1"], "IoU (per pixel)": per_pixel["iou"],
+            "ROC-AUC": mask_auc(magnitude, masks), "relevance mass": relevance_mass(magnitude, masks),
+            "top-k F1": relevance_rank(magnitude, masks, seed=seed), "top-k IoU": top_k_iou(magnitude, masks, seed=seed),
+            "pointing game": pointing_game(magnitude, masks)}
+
+
 # ------------------------------------------------------------------------------------------ faithfulness
 def _target_scores(model, batch, target: int):
     out = model(batch)
@@ -157,12 +269,16 @@ def _target_scores(model, batch, target: int):
 
 
 def deletion_insertion(model, images, maps, target, steps: int = 20, device="auto", batch_size: int = 64,
-                       blur_sigma: float = 5.0, deletion_baseline: str = "blur") -> dict:
+                       blur_sigma: float = 5.0, deletion_baseline: str = "blur", tie_break: str = "random",
+                       seed: int = 0) -> dict:
     """Deletion and insertion curves (Petsiuk et al., RISE): pixels are taken in order of decreasing
     attribution; deletion replaces the first fraction f of them and follows the target's probability, insertion
     starts from a blurred image and puts them back. ``deletion_baseline``: "blur" (default: the blurred image, as
     insertion starts from) or "zero" (RISE's black pixels — on H&E black patches look like an artefact, so the
-    prediction collapses after the first step whatever the order). ``target`` is one class index or one per image. Returns
+    prediction collapses after the first step whatever the order). Tied pixels (the zeros of a CAM or LIME map, a
+    constant map) are taken in the order of :func:`ranking` (``tie_break``: seeded random by default; "raster" takes
+    them row by row, which favours maps whose ties sit where raster order happens to start). ``target`` is one
+    class index or one per image. Returns
     ``deletion_auc`` and ``insertion_auc`` per image (area under the curve over f ∈ [0, 1]; lower deletion and
     higher insertion mean a more faithful map) and the curves."""
     from torchvision.transforms.functional import gaussian_blur
@@ -192,9 +308,10 @@ def deletion_insertion(model, images, maps, target, steps: int = 20, device="aut
     counts = np.round(fractions * n_pix).astype(int)
     curves = {"deletion": np.zeros((len(x), steps + 1)), "insertion": np.zeros((len(x), steps + 1))}
     k = int(2 * round(3 * blur_sigma) + 1)
+    orders = ranking(maps, tie_break, seed)
     with torch.no_grad():
         for i in range(len(x)):
-            order = torch.as_tensor(np.argsort(-maps[i].ravel(), kind="stable"))
+            order = torch.as_tensor(orders[i])
             rank = torch.empty(n_pix, dtype=torch.long)
             rank[order] = torch.arange(n_pix)
             rank = rank.view(1, 1, *x.shape[2:])

@@ -101,6 +101,14 @@ def test_dec_keeps_well_separated_clusters_and_refuses_bad_k():
     guarded = dec.fit_dec(ae, x, 3, epochs=2, batch_size=8, device="cpu", lr=1e-3, max_first_change=-1.0,
                                  max_restarts=2)
     assert guarded.history["restarts"] == 2 and guarded.history["lr"] == pytest.approx(1e-5)
+    # stopping rules: tol = 0 never stops on labels, "epochs" runs them all, "loss" stops once the epoch loss settles
+    untied = dec.fit_dec(ae, x, 3, epochs=4, batch_size=8, device="cpu", tol=0.0)
+    assert len(untied.history["epoch_loss"]) == 4 and untied.history["stopped"] == "epochs"
+    plateau = dec.fit_dec(ae, x, 3, epochs=40, batch_size=8, device="cpu", stop="loss", loss_tol=0.5, patience=1)
+    assert len(plateau.history["epoch_loss"]) < 40 and plateau.history["stopped"].startswith("loss")
+    assert dec._loss_settled([1.0, 0.5, 0.499], 0.01, 1) and not dec._loss_settled([1.0, 0.5, 0.4], 0.01, 1)
+    with pytest.raises(dec.ClusteringError, match="stop = 'never'"):
+        dec.fit_dec(ae, x, 3, epochs=1, device="cpu", stop="never")
     with pytest.raises(dec.ClusteringError, match="choose 'sgd' or 'adam'"):
         dec.fit_dec(ae, x, 3, epochs=1, device="cpu", optimizer="lbfgs")
     with pytest.raises(dec.ClusteringError, match="at least 2"):
@@ -235,3 +243,16 @@ def test_cluster_site_masks_put_each_cluster_on_its_most_common_site():
         np.testing.assert_array_equal(masks[cluster], want)
     with pytest.raises(ValueError, match="every simulated slice"):
         ct.cluster_site_masks(labels[:-1], sites, 3, template["lung"])
+
+
+
+def test_gap_statistic_finds_separated_blobs_and_one_cloud():
+    rng = np.random.default_rng(0)
+    corners = np.array([[0, 0, 0, 0, 0], [6, 0, 0, 0, 0], [0, 6, 0, 0, 0]], float)   # a triangle, not a line
+    blobs = np.concatenate([rng.normal(c, 0.3, (40, 5)) for c in corners])
+    k, scores = dec.gap_statistic(blobs, range(1, 7), n_refs=8, seed=0)
+    assert k == 3 and set(scores) == set(range(1, 7))
+    cloud = rng.normal(0, 1, (120, 5))
+    assert dec.gap_statistic(cloud, range(1, 6), n_refs=8, seed=0)[0] == 1    # no structure: one cluster
+    with pytest.raises(dec.ClusteringError, match="n_refs"):
+        dec.gap_statistic(blobs, range(1, 4), n_refs=1)

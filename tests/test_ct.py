@@ -163,6 +163,25 @@ def test_outcome_association_equals_two_sample_t_test():
                                                                          table.y[labels == 1]).pvalue)
     with pytest.raises(ValueError, match="one cluster"):
         cohort.outcome_associations(table, np.zeros(60, int), ["y"])
+    # an existing classification beside the clusters: the same OLS with it instead (here a copy of the clusters)
+    staged = table.assign(stage=labels)
+    both = cohort.outcome_associations(staged, labels, ["y"], covariates=(), compare_with="stage")
+    assert both.loc["y", "r2_with_stage"] == pytest.approx(both.loc["y", "r2_with_cluster"])
+    with pytest.raises(ValueError, match="not a column"):
+        cohort.outcome_associations(table, labels, ["y"], compare_with="scadding")
+    with pytest.raises(ValueError, match="not in the table"):
+        cohort.demographics_by_cluster(table, labels, continuous=("age",))
+
+
+def test_scadding_stage_follows_pattern_and_burden():
+    rng = np.random.default_rng(0)
+    pattern = np.array(["hilar"] * 300 + ["upper"] * 300)
+    burden = np.tile(np.linspace(0, 1, 300), 2)
+    exact = ct.scadding_stage(pattern, burden, rng, misread=0.0)
+    assert set(exact[:300]) == {0, 1, 2} and set(exact[300:]) == {2, 3, 4}
+    assert np.all(np.diff(exact[300:]) >= 0)                       # more burden, higher stage
+    noisy = ct.scadding_stage(pattern, burden, np.random.default_rng(1), misread=0.25)
+    assert 0.15 < np.mean(noisy != exact) < 0.35 and noisy.min() >= 0 and noisy.max() <= 4
 
 
 def test_registration_gives_the_same_numbers_twice():

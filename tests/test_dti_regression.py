@@ -172,3 +172,48 @@ def test_explorer_widget_builds_without_a_browser(capsys):
     show = lazy.children[0].children[2].children[2]
     show.click()
     assert "3 patches match" in capsys.readouterr().out                          # drawn on "show"
+
+
+def test_handcrafted_features_measure_density_and_orientation():
+    from helpers.methods.dti import histology_features as hf
+
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    stripes = 0.5 + 0.4 * np.sin(xx / 2.0)                                  # edges all vertical
+    noise = np.random.default_rng(0).random((size, size))
+    grey = np.stack([stripes, noise])
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    anisotropy = hf.image_anisotropy(rgb)
+    assert anisotropy[0] > 0.9 and anisotropy[1] < 0.2
+    # haematoxylin-blue discs on pink: more discs, higher density
+    pink = np.array([0.95, 0.75, 0.85])
+    blue = np.array([0.25, 0.2, 0.55])
+    patches = np.tile(pink, (3, size, size, 1))
+    for n, patch in zip((2, 6, 12), patches):
+        for k in range(n):
+            cy, cx = 8 + (k * 13) % 48, 8 + (k * 29) % 48
+            patch[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = blue
+    threshold = hf.nuclei_threshold(patches)
+    density = hf.cell_density(patches, threshold)
+    assert density[0] < density[1] < density[2]
+    x = hf.features(patches, threshold)
+    model = hf.fit_regression(x, 3 * density + 1, degree=1)
+    np.testing.assert_allclose(model.predict(x), 3 * density + 1, atol=1e-9)
+    with pytest.raises(ValueError, match="N × H × W × 3"):
+        hf.cell_density(patches[0], threshold)
+    with pytest.raises(ValueError, match="degree"):
+        hf.fit_regression(x, density, degree=0)
+
+
+def test_erase_paints_only_the_masked_objects():
+    from helpers.methods.dti import histology_features as hf
+
+    images = np.full((2, 16, 16, 3), 200, np.uint8)
+    images[:, 4:6, 4:6] = 20                                              # a dark "nucleus"
+    masks = np.zeros((2, 16, 16), bool); masks[:, 4:6, 4:6] = True
+    erased = hf.erase(images, masks, grow=0)
+    assert (erased == 200).all() and (images[:, 4, 4] == 20).all()        # the input is not touched
+    control = hf.shifted_masks(masks)
+    assert control.sum() == masks.sum() and not (control & masks).any()
+    with pytest.raises(ValueError, match="one N × H × W mask"):
+        hf.erase(images, masks[:, :8])

@@ -74,6 +74,47 @@ def test_lime_equals_lime_image(grading_cnn, tiles):
         assert set(np.unique(ref.segments[ours[i] != 0])) == {f for f, _ in top}
 
 
+
+def test_paper_001_settings_equal_the_thesis_code(grading_cnn, tiles):
+    """Paper 001's appendix: NoiseTunnel(IG) with nt_samples=5, nt_type='smoothgrad_sq' and captum's default σ;
+    IG maps reduced by its process_img (per-channel |a| min-max, summed, min-max); LIME's map is
+    get_image_and_mask(positive_only=False, num_features=3) in absolute value."""
+    import captum.attr as ca
+    from lime import lime_image
+
+    ours = explain.explain(grading_cnn, tiles, "ig_nt", target=4, stdev=None, nt_type="smoothgrad_sq", n_samples=5,
+                           steps=5, reduce="abs_minmax_sum", seed=11)
+    torch.manual_seed(11)
+    attr = ca.NoiseTunnel(ca.IntegratedGradients(grading_cnn)).attribute(
+        tiles, nt_samples=5, nt_type="smoothgrad_sq", target=4, n_steps=5).detach().numpy()
+
+    def process_img(img):                    # the thesis's function, verbatim in behaviour
+        img = abs(img)
+        channels = [(img[i] - np.min(img[i])) / (np.max(img[i]) - np.min(img[i])) for i in range(3)]
+        summed = np.sum(np.dstack(channels), axis=2)
+        return (summed - np.min(summed)) / (np.max(summed) - np.min(summed))
+
+    np.testing.assert_allclose(ours, np.stack([process_img(a) for a in attr]), atol=1e-5)
+
+    def classifier_fn(batch):
+        x = torch.as_tensor(batch, dtype=torch.float32).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            return torch.softmax(grading_cnn(x), 1).double().numpy()
+
+    lime_map = explain.explain(grading_cnn, tiles[:1], "lime", target=3, num_samples=200, num_features=3, seed=5,
+                               positive_only=False, binary=True)[0]
+    image = tiles[0].permute(1, 2, 0).numpy().astype(np.float64)
+    ref = lime_image.LimeImageExplainer(random_state=5).explain_instance(
+        image, classifier_fn, labels=(3,), top_labels=None, num_features=3, num_samples=200,
+        segmentation_fn=explain.lime_segmentation(5), random_seed=5)
+    _, mask = ref.get_image_and_mask(3, positive_only=False, num_features=3, hide_rest=False)
+    np.testing.assert_array_equal(lime_map, np.abs(mask))
+    assert set(np.unique(lime_map)) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="nt_type"):
+        explain.explain(grading_cnn, tiles, "ig_nt", nt_type="smooth")
+    with pytest.raises(ValueError, match="reduce"):
+        explain.explain(grading_cnn, tiles, "ig", reduce="mean")
+
 def test_vectorised_forward_selection_equals_lime():
     from lime import lime_base
 

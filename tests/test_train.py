@@ -188,3 +188,28 @@ def test_nuclei_targets():
     types = np.array([[[0, 1], [2, 1]]])
     t = recipes.nuclei_targets(types)
     assert t.shape == (1, 2, 2, 2) and t[0, 0].tolist() == [[0, 1], [0, 1]] and t[0, 1].tolist() == [[0, 0], [1, 0]]
+
+
+def test_soft_iou_is_the_thesis_iou_module_per_image():
+    """Paper 001's appendix: class Iou — sigmoid, flatten, (intersection + 1) / (union + 1), batch of one."""
+    from helpers import recipes
+
+    class ThesisIou(torch.nn.Module):
+        def forward(self, inputs, targets, smooth=1):
+            inputs = torch.sigmoid(inputs).reshape(-1)
+            targets = targets.reshape(-1)
+            intersection = (inputs * targets).sum()
+            union = (inputs + targets).sum() - intersection
+            return (intersection + smooth) / (union + smooth)
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 8, 8) * 3
+    targets = (torch.rand(3, 2, 8, 8) > 0.7).float()
+    ours = training.soft_iou(logits, targets)
+    assert ours == pytest.approx([float(ThesisIou()(logits[i:i + 1], targets[i:i + 1])) for i in range(3)], rel=1e-6)
+    # not a Dice: a perfect hard prediction scores below 1 (the sigmoid of a finite logit is below 1)
+    assert training.soft_iou(targets * 20 - 10, targets).max() < 1
+    train_ids, val_ids = recipes.unet_split(50, 3, 0.2)
+    assert len(val_ids) == 10 and not set(train_ids) & set(val_ids) and len(train_ids) + len(val_ids) == 50
+    with pytest.raises(ValueError, match="same shape"):
+        training.soft_iou(logits, targets[:, :1])

@@ -61,3 +61,31 @@ def test_rank_correlation_is_scipys_spearman_and_zero_for_a_constant():
     assert uncertainty.rank_correlation(x, np.full(40, 2.0)) == 0.0            # scipy: NaN
     with pytest.raises(ValueError, match="one pair per unit"):
         uncertainty.rank_correlation(x, y[:-1])
+
+
+
+def test_independent_difference_and_ranked():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1, 40), rng.normal(0.0, 1, 60)
+    out = uncertainty.independent_difference(a, b)
+    assert out["mean_difference"] == pytest.approx(a.mean() - b.mean())
+    assert out["low"] < out["mean_difference"] < out["high"] and out["better"] == "a"
+    assert out["p_mannwhitney"] == pytest.approx(stats.mannwhitneyu(a, b).pvalue)
+    same = uncertainty.independent_difference(a, a + 1e-9)
+    assert same["better"] == "undecided"
+
+    base = rng.normal(0, 1, 50)
+    scores = {"weak": base, "strong": base + 1.0 + rng.normal(0, 0.1, 50), "tie": base + rng.normal(0, 0.1, 50)}
+    rows = uncertainty.ranked(scores)
+    assert [r["method"] for r in rows][0] == "strong"
+    assert rows[0]["vs_next"]["better"] == "a"                  # strong is separated from the next
+    assert rows[-1]["vs_next"] is None
+    lower = uncertainty.ranked(scores, higher_is_better=False)   # e.g. deletion AUC: lower is better
+    assert lower[0]["method"] != "strong" and lower[-1]["method"] == "strong"
+    assert lower[-1]["low"] <= lower[-1]["mean"] <= lower[-1]["high"]
+    scores["weak"] = np.where(np.arange(50) < 5, np.nan, base)   # units without a score are dropped for all
+    assert uncertainty.ranked(scores)[0]["n"] == 45
+    with pytest.raises(ValueError, match="at least two"):
+        uncertainty.ranked({"only": base})

@@ -49,6 +49,76 @@ def test_paper_code_iou_hides_the_difference_between_maps():
     assert code[0] - code[1] < 0.25 < ours[0] - ours[1]      # the sigmoid compresses 1 vs 0 into 0.73 vs 0.5
 
 
+
+def test_paper_code_prf_equals_sklearn_macro_on_the_transposed_images():
+    """The thesis's code: precision_score(mask, binary_map, average='macro') on 2-D arrays after
+    rot90(flip(., 1), 1) — scikit-learn's multilabel reading, column by column, undefined columns scored 0."""
+    import warnings
+
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    maps, masks = _maps_and_masks()
+    ours = xai_metrics.paper_code_prf(maps, masks)
+    norm = xai_metrics.normalise_map(maps)
+    for i in range(len(maps)):
+        pred = np.rot90(np.flip((norm[i] > 0.3).astype(int), 1), 1)
+        truth = np.rot90(np.flip((masks[i] > 0.5).astype(int), 1), 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert ours["precision"][i] == pytest.approx(precision_score(truth, pred, average="macro"))
+            assert ours["recall"][i] == pytest.approx(recall_score(truth, pred, average="macro"))
+            assert ours["f1"][i] == pytest.approx(f1_score(truth, pred, average="macro"))
+    per_pixel = xai_metrics.paper_metrics(maps, masks)
+    assert not np.allclose(ours["f1"][2:], per_pixel["f1"][2:])       # a different quantity, not a rescaling
+
+
+def test_overlap_scores_of_a_full_map_and_refusal_of_floats():
+    masks = np.zeros((1, 10, 10), bool); masks[0, :4] = True
+    full = xai_metrics.overlap_scores(np.ones_like(masks), masks)
+    assert full["recall"][0] == 1 and full["precision"][0] == pytest.approx(0.4)
+    assert full["iou"][0] == pytest.approx(0.4) and full["pixel_accuracy"][0] == pytest.approx(0.4)
+    with pytest.raises(TypeError, match="boolean"):
+        xai_metrics.overlap_scores(np.ones((1, 10, 10)), masks)
+
+
+def test_ties_are_ordered_at_random_not_in_raster_order():
+    """A constant map scores chance under random tie-breaking; raster order would make it look perfect when the
+    mask happens to be the first rows."""
+    masks = np.zeros((200, 20, 20), bool); masks[:, :5] = True                     # the first quarter of rows
+    flat = np.zeros((200, 20, 20))
+    raster = xai_metrics.relevance_rank(flat, masks, tie_break="raster")
+    randomised = xai_metrics.relevance_rank(flat, masks)
+    assert raster.mean() == 1.0
+    assert abs(randomised.mean() - 0.25) < 0.02
+    np.testing.assert_array_equal(randomised, xai_metrics.relevance_rank(flat, masks, seed=0))    # seeded
+    top = xai_metrics.top_k_masks(flat, 100)
+    assert top.sum(axis=(1, 2)).tolist() == [100] * 200
+    # values decide before the tie rule does
+    ordered = np.broadcast_to(np.arange(400.0).reshape(20, 20), (2, 20, 20))
+    assert xai_metrics.ranking(ordered)[0, 0] == 399
+    iou = xai_metrics.top_k_iou(masks[:2].astype(float), masks[:2])
+    assert iou.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="tie_break"):
+        xai_metrics.ranking(flat, tie_break="first")
+
+
+def test_baseline_maps():
+    shape = (3, 16, 16)
+    assert xai_metrics.baseline_maps("empty map", shape).max() == 0
+    full = xai_metrics.baseline_maps("full map", shape)
+    assert full.dtype == bool and full.all()
+    masks = np.zeros(shape, bool); masks[:, :4] = True
+    scores = xai_metrics.benchmark_scores(full, masks)
+    assert scores["F1 (per pixel)"] == pytest.approx([0.4] * 3)           # all pixels on: recall 1, precision 1/4
+    assert scores["ROC-AUC"] == pytest.approx([0.5] * 3) and scores["relevance mass"] == pytest.approx([0.25] * 3)
+    assert set(scores) >= {"F1 (thesis's code)", "top-k F1", "top-k IoU", "pointing game"}
+    blob = xai_metrics.baseline_maps("centre blob", shape)
+    assert blob[0, 8, 8] > blob[0, 0, 0] and np.allclose(blob[0], blob[2])
+    noise = xai_metrics.baseline_maps("random map", shape, seed=1)
+    assert np.array_equal(noise, xai_metrics.baseline_maps("random map", shape, seed=1)) and noise.std() > 0.2
+    with pytest.raises(ValueError, match="unknown baseline"):
+        xai_metrics.baseline_maps("gray", shape)
+
 @pytest.mark.parametrize("ours, theirs", [("pointing_game", "PointingGame"), ("relevance_rank", "RelevanceRankAccuracy"),
                                           ("mask_auc", "AUC"), ("relevance_mass", "RelevanceMassAccuracy")])
 def test_localisation_metrics_equal_quantus(ours, theirs):

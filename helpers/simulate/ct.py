@@ -221,11 +221,24 @@ def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lun
     return vol, {"body": body, "lung": lung, "hilum": hilum, "disease": (disease > 100) & lung}
 
 
+def scadding_stage(pattern, burden, rng, misread: float = 0.25) -> np.ndarray:
+    """The Scadding stage (0–4) a chest radiograph would assign: hilar disease reads as stage 1 (2 with a
+    higher burden; 0 when it is slight), upper-lung parenchymal disease as stage 2, 3 or 4 as its burden grows.
+    A radiograph is a coarse view: with probability ``misread`` the reading is one stage off (either way)."""
+    pattern, burden = np.asarray(pattern), np.asarray(burden, float)
+    hilar = np.where(burden < 0.2, 0, np.where(burden < 0.5, 1, 2))
+    upper = np.where(burden < 0.45, 2, np.where(burden < 0.7, 3, 4))
+    stage = np.where(pattern == "upper", upper, hilar)
+    off = rng.random(len(stage)) < misread
+    return np.clip(stage + off * rng.choice([-1, 1], len(stage)), 0, 4).astype(int)
+
+
 def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fraction: float = 0.4,
                     lung_hu=None, progress: bool = True, return_disease: bool = False):
     """A sarcoidosis-like cohort: volumes (N×z×y×x HU float32), lung masks, and a table (pandas) with
-    pattern, burden, demographics (age, sex, race, height in inches, BMI, scanner) and outcomes (FEV1 and FVC
-    in litres, DLCO % predicted, SOBQ and FAS scores, CRP mg/L). Outcomes depend on the parenchymal burden and
+    pattern, burden, demographics (age, sex, race, Hispanic ethnicity, height in inches, BMI, scanner), the
+    Scadding stage a chest radiograph would give (:func:`scadding_stage`) and outcomes (FEV1 and FVC in litres,
+    DLCO % predicted, SOBQ and FAS scores, CRP mg/L). Outcomes depend on the parenchymal burden and
     on demographics (height, age, sex) with noise; CRP depends on nothing (a negative control).
     ``return_disease=True`` adds a fourth result: each subject's true disease mask (N×z×y×x bool, inside the lung),
     the ground truth a real cohort does not have."""
@@ -252,6 +265,9 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     sobq = np.clip(18 + 30 * parenchymal + 0.3 * (bmi - 30) + rng.normal(0, 12, n), 0, 120)
     fas = np.clip(22 + 6 * parenchymal + rng.normal(0, 6, n), 10, 50)
     crp = np.exp(rng.normal(1.0, 0.8, n))
+    # drawn after everything above, so that adding these columns left the earlier ones unchanged
+    hispanic = rng.random(n) < 0.047
+    scadding = scadding_stage(pattern, burden, rng)
     volumes = np.empty((n,) + tuple(shape), np.float32)
     lungs = np.empty((n,) + tuple(shape), bool)
     disease = np.empty((n,) + tuple(shape), bool)
@@ -262,7 +278,8 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     table = pd.DataFrame({
         "subject": [f"sub-{i + 1:03d}" for i in range(n)], "pattern": pattern, "burden": burden,
         "male": male.astype(int), "white": white.astype(int), "age": age, "height_in": height, "bmi": bmi,
-        "scanner": scanner, "fev1": fev1, "fvc": fvc, "dlco": dlco, "sobq": sobq, "fas": fas, "crp": crp})
+        "scanner": scanner, "fev1": fev1, "fvc": fvc, "dlco": dlco, "sobq": sobq, "fas": fas, "crp": crp,
+        "hispanic": hispanic.astype(int), "scadding": scadding})
     return (volumes, lungs, table, disease) if return_disease else (volumes, lungs, table)
 
 

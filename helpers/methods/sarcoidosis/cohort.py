@@ -14,14 +14,29 @@ def _check(table, labels):
     return labels
 
 
-def demographics_by_cluster(table, labels, continuous=("age", "bmi", "height_in"),
-                            binary=("male", "white"), categorical=("scanner",)):
-    """Table 2 analogue: per cluster mean (sd) of continuous columns and n (%) of binary ones, with p-values
-    (one-way ANOVA; chi-square of the contingency table)."""
+TABLE_2 = {"continuous": ("age", "bmi", "height_in"), "binary": ("male", "white", "hispanic"),
+           "categorical": ("scanner", "scadding")}
+
+
+def demographics_by_cluster(table, labels, continuous=None, binary=None, categorical=None):
+    """Table 2 analogue: per cluster mean (sd) of continuous columns, n (%) of binary ones and the levels of
+    categorical ones (n (%) per level), with p-values (one-way ANOVA; chi-square of the contingency table).
+    Columns left as None default to paper 004's Table 2 rows (:data:`TABLE_2`) that the table has; columns named
+    explicitly must exist."""
     import pandas as pd
     from scipy import stats
 
     labels = _check(table, labels)
+    chosen = {}
+    for kind, given in (("continuous", continuous), ("binary", binary), ("categorical", categorical)):
+        if given is None:
+            chosen[kind] = tuple(c for c in TABLE_2[kind] if c in table)
+        else:
+            missing = [c for c in given if c not in table]
+            if missing:
+                raise ValueError(f"{kind} column(s) {missing} are not in the table (columns: {list(table.columns)}).")
+            chosen[kind] = tuple(given)
+    continuous, binary, categorical = chosen["continuous"], chosen["binary"], chosen["categorical"]
     clusters = np.unique(labels)
     rows = [{"variable": "n", "overall": str(len(table)),
              **{f"cluster {c + 1}": str(int((labels == c).sum())) for c in clusters}, "p": np.nan}]
@@ -42,17 +57,28 @@ def demographics_by_cluster(table, labels, continuous=("age", "bmi", "height_in"
         else:
             rows.append({"variable": f"{col} (χ²)", "overall": f"{cont.shape[0]} levels",
                          **{f"cluster {c + 1}": "" for c in clusters}, "p": p})
+            values = table[col].to_numpy()
+            for level in cont.index:
+                rows.append({"variable": f"  {col} {level} n (%)",
+                             "overall": f"{int((values == level).sum())} ({100 * np.mean(values == level):.1f})",
+                             **{f"cluster {c + 1}": f"{int((values[labels == c] == level).sum())} "
+                                f"({100 * np.mean(values[labels == c] == level):.1f})" for c in clusters}, "p": np.nan})
     return pd.DataFrame(rows).set_index("variable")
 
 
-def outcome_associations(table, labels, outcomes, covariates=("age", "male", "height_in", "bmi")):
+def outcome_associations(table, labels, outcomes, covariates=("age", "male", "height_in", "bmi"),
+                         compare_with: str | None = None):
     """For each outcome: OLS outcome ~ cluster + covariates (statsmodels). Returns a DataFrame with the cluster
     effect(s) (largest cluster as reference), its 95 % CI, the p-value of the cluster term (F-test over its
-    levels), and the R² with and without the cluster term."""
+    levels), and the R² with and without the cluster term. ``compare_with`` (e.g. "scadding"): an existing
+    classification entered the same way instead of the clusters, its R² beside theirs (paper 004: the clusters
+    "explained more variation than Scadding")."""
     import pandas as pd
     import statsmodels.formula.api as smf
 
     labels = _check(table, labels)
+    if compare_with is not None and compare_with not in table:
+        raise ValueError(f"compare_with={compare_with!r} is not a column of the table.")
     data = table.copy()
     reference = int(np.bincount(labels).argmax())
     data["cluster"] = pd.Categorical(labels)
@@ -68,7 +94,11 @@ def outcome_associations(table, labels, outcomes, covariates=("age", "male", "he
                               ).pvalue)
         effect = terms[0]
         ci = full.conf_int().loc[effect]
-        rows.append({"outcome": outcome, "effect": float(full.params[effect]), "ci_low": float(ci[0]),
-                     "ci_high": float(ci[1]), "p": p, "r2_demographics": float(base.rsquared),
-                     "r2_with_cluster": float(full.rsquared), "contrast": effect})
+        row = {"outcome": outcome, "effect": float(full.params[effect]), "ci_low": float(ci[0]),
+               "ci_high": float(ci[1]), "p": p, "r2_demographics": float(base.rsquared),
+               "r2_with_cluster": float(full.rsquared), "contrast": effect}
+        if compare_with is not None:
+            other = smf.ols(f"{outcome} ~ C({compare_with}) + {base_terms}", data).fit()
+            row[f"r2_with_{compare_with}"] = float(other.rsquared)
+        rows.append(row)
     return pd.DataFrame(rows).set_index("outcome")

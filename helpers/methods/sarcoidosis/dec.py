@@ -7,7 +7,8 @@ reconstruction, then a DEC clustering layer (Xie et al. 2016) trained jointly wi
 - :func:`pretrain` — MSE reconstruction (phase 1).
 - :func:`fit_dec` — clustering layer with Student-t soft assignment (α = 1), centres from k-means on the
   embedding, target distribution P recomputed on the WHOLE data set every ``update_interval`` batches, loss
-  Lr + γ·KL(P‖Q), stop when fewer than ``tol`` of the images change cluster between two updates (phase 2).
+  Lr + γ·KL(P‖Q), until the loss settles (paper 004) or, as DEC, until fewer than ``tol`` of the images change
+  cluster between two updates (phase 2).
 - :func:`choose_k` — average silhouette over K, on the pre-trained embedding (k-means labels) or after the
   clustering phase (DEC labels); :func:`cluster_accuracy` — accuracy under the best one-to-one matching
   (Hungarian algorithm).
@@ -281,15 +282,35 @@ def kmeans(embedding, k: int, seed: int = 0, n_init: int = 20):
     return km.labels_, km.cluster_centers_
 
 
+def _loss_settled(epoch_loss, loss_tol: float, patience: int) -> bool:
+    """True when the mean of the last ``patience`` epoch losses is within ``loss_tol`` (relative) of the best
+    epoch loss before them: the loss no longer falls."""
+    if len(epoch_loss) <= patience:
+        return False
+    best_before = min(epoch_loss[:-patience])
+    recent = float(np.mean(epoch_loss[-patience:]))
+    return best_before - recent < loss_tol * abs(best_before)
+
+
 def fit_dec(autoencoder: ConvAutoencoder, images, k: int, epochs: int = 500, batch_size: int = 32,
             gamma: float = 0.1, update_interval: int | None = None, tol: float = 0.001, lr: float = 1e-3,
             alpha: float = 1.0, seed: int = 0, device="auto", desc: str | None = None,
-            optimizer: str = "adam", max_first_change: float = 0.5, max_restarts: int = 8) -> DECResult:
+            optimizer: str = "adam", max_first_change: float = 0.5, max_restarts: int = 8, stop: str = "labels",
+            loss_tol: float = 1e-3, patience: int = 3) -> DECResult:
     """The clustering phase on a COPY of a pre-trained autoencoder (the original stays untouched, so one
     pre-training serves every K); the copy's latent is standardised first (:func:`standardise_latent`).
 
-    ``update_interval`` (batches, default one epoch): how often P is recomputed from Q over all images; training
-    stops at the first update where fewer than ``tol`` of the images changed cluster, or after ``epochs``.
+    ``update_interval`` (batches, default one epoch): how often P is recomputed from Q over all images.
+
+    Stopping rule (``stop``), always at most ``epochs`` epochs:
+
+    - "labels" (DEC's rule): at the first update where fewer than ``tol`` of the images changed cluster
+      (``tol=0`` never stops early);
+    - "loss" (paper 004's: train until the loss settles — labels settle long before the latent space stops
+      moving): when the mean loss of the last ``patience`` epochs improved on the best earlier epoch mean by less
+      than ``loss_tol`` (relative);
+    - "epochs": never early.
+    ``history["epoch_loss"]`` holds the mean loss per epoch and ``history["stopped"]`` why it stopped.
 
     Divergence guard: if more than ``max_first_change`` of the images change cluster by the first update, the
     phase restarts from the pre-trained weights with a ten times smaller learning rate (at most
@@ -304,6 +325,12 @@ def fit_dec(autoencoder: ConvAutoencoder, images, k: int, epochs: int = 500, bat
     k = check_k(k, len(arr))
     if optimizer not in ("sgd", "adam"):
         raise ClusteringError(f"optimizer {optimizer!r}: choose 'sgd' or 'adam'.")
+    if stop not in ("labels", "loss", "epochs"):
+        raise ClusteringError(f"stop = {stop!r}: choose 'labels' (DEC's tolerance on label changes), 'loss' (paper "
+                              "004: until the loss settles) or 'epochs' (run them all).")
+    if tol < 0 or loss_tol < 0 or int(patience) < 1:
+        raise ClusteringError(f"tol = {tol}, loss_tol = {loss_tol}, patience = {patience}: tolerances are ≥ 0 and "
+                              "patience ≥ 1 epoch.")
     start_ae = copy.deepcopy(autoencoder).to(dev)
     standardise_latent(start_ae, embed(start_ae, arr, device=dev))
     z0 = embed(start_ae, arr, device=dev)
@@ -321,11 +348,11 @@ def fit_dec(autoencoder: ConvAutoencoder, images, k: int, epochs: int = 500, bat
         else:
             opt = torch.optim.Adam(model.parameters(), lr=lr)
         history = {"step": [], "loss": [], "reconstruction": [], "kl": [], "changed": [], "lr": lr,
-                   "restarts": attempt}
+                   "restarts": attempt, "epoch_loss": [], "stopped": "epochs"}
         previous = initial_labels
-        p_all, step, stop, diverged = None, 0, False, False
+        p_all, step, done, diverged = None, 0, False, False
         bar = tqdm(total=total_steps, desc=desc or f"DEC K={k}", leave=False)
-        while step < total_steps and not stop:
+        while step < total_steps and not done:
             for idx in _batches(len(arr), batch_size, rng):
                 if step % update_interval == 0:
                     q_all = torch.from_numpy(predict_q(model, arr, device=dev))
@@ -335,10 +362,11 @@ def fit_dec(autoencoder: ConvAutoencoder, images, k: int, epochs: int = 500, bat
                     history["step"].append(step)
                     history["changed"].append(changed)
                     if step == update_interval and changed > max_first_change and attempt < max_restarts:
-                        diverged = stop = True
+                        diverged = done = True
                         break
-                    if step > 0 and changed < tol:
-                        stop = True
+                    if stop == "labels" and step > 0 and changed < tol:
+                        history["stopped"] = f"labels (fewer than {tol:g} changed)"
+                        done = True
                         break
                     previous = labels
                     model.train()
@@ -356,6 +384,12 @@ def fit_dec(autoencoder: ConvAutoencoder, images, k: int, epochs: int = 500, bat
                 history["kl"].append(kl.item())
                 step += 1
                 bar.update(1)
+                if step % steps_per_epoch == 0:
+                    history["epoch_loss"].append(float(np.mean(history["loss"][-steps_per_epoch:])))
+                    if stop == "loss" and _loss_settled(history["epoch_loss"], loss_tol, int(patience)):
+                        history["stopped"] = f"loss (relative gain below {loss_tol:g} over {patience} epochs)"
+                        done = True
+                        break
                 if step >= total_steps:
                     break
         bar.close()
@@ -419,6 +453,40 @@ def choose_k(embedding, ks=range(2, 9), labels_by_k: dict | None = None, seed: i
     return best, scores
 
 
+
+def gap_statistic(embedding, ks=range(2, 9), n_refs: int = 10, seed: int = 0, n_init: int = 10):
+    """Tibshirani, Walther & Hastie's Gap statistic (paper 004's sensitivity check of K): for each K, the log
+    within-cluster dispersion of k-means on ``embedding`` against its expectation under ``n_refs`` uniform
+    reference sets drawn in the box of the data's principal axes (their method b). Returns (K chosen by the
+    1-standard-error rule — the smallest K with gap(K) ≥ gap(K+1) − s(K+1), else the largest gap — and
+    {K: (gap, s)})."""
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(embedding, np.float64)
+    ks = sorted(int(k) for k in ks)
+    if not ks or min(ks) < 1 or max(ks) >= len(x):
+        raise ClusteringError(f"ks={ks} for {len(x)} embedded images: the Gap statistic needs 1 ≤ K < {len(x)}.")
+    if int(n_refs) < 2:
+        raise ClusteringError(f"n_refs = {n_refs}: the standard error of the reference dispersion needs ≥ 2 sets.")
+    centred = x - x.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    rotated = centred @ vt.T
+    low, high = rotated.min(0), rotated.max(0)
+    rng = np.random.default_rng(seed)
+
+    def log_dispersion(data, k):
+        return float(np.log(KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(data).inertia_))
+
+    references = [rng.uniform(low, high, rotated.shape) @ vt + x.mean(0) for _ in range(int(n_refs))]
+    scores = {}
+    for k in ks:
+        ref = np.array([log_dispersion(r, k) for r in references])
+        scores[k] = (float(ref.mean() - log_dispersion(x, k)), float(ref.std() * np.sqrt(1 + 1 / len(ref))))
+    for k, k_next in zip(ks, ks[1:]):
+        if k_next == k + 1 and scores[k][0] >= scores[k_next][0] - scores[k_next][1]:
+            return k, scores
+    return max(scores, key=lambda k: scores[k][0]), scores
+
 # ----------------------------------------------------------------------------- paper 004's simulation study
 @dataclass
 class ScenarioResult:
@@ -450,12 +518,14 @@ def _best(scores):
 def run_scenario(scenario: str, k_true: int, ks=range(2, 9), n: int = 300, channels=(32, 64, 128),
                  latent_dim: int = 60, pretrain_epochs: int = 200, dec_epochs: int = 500, batch_size: int = 16,
                  lr: float = 1e-3, gamma: float = 0.1, seed: int = 0, device="auto", lung_hu=None,
-                 centre="healthy") -> ScenarioResult:
+                 centre="healthy", stop: str = "labels", tol: float = 0.001, loss_tol: float = 1e-3,
+                 patience: int = 3) -> ScenarioResult:
     """One of the 9 simulated data sets (paper 004 §4): simulate, pre-train the CAE, choose K by silhouette
     before the clustering phase, run DEC at every K in ``ks``, choose K again after it, score accuracy.
     ``centre``: "healthy" centres the CAE on simulated slices without abnormality (a normal-anatomy reference,
     :func:`helpers.simulate.ct.healthy_ct_reference`), "mean" on the data set's own mean image (which already contains the
-    average abnormality), or anything :func:`pretrain` accepts."""
+    average abnormality), or anything :func:`pretrain` accepts. ``stop``, ``tol``, ``loss_tol``, ``patience``: the
+    clustering phase's stopping rule (:func:`fit_dec`)."""
     from ...simulate import ct as ct_simulator
 
     if isinstance(centre, str) and centre not in ("healthy", "mean"):
@@ -473,7 +543,8 @@ def run_scenario(scenario: str, k_true: int, ks=range(2, 9), n: int = 300, chann
     dec, sil_post, acc = {}, {}, {}
     for k in ks:
         res = fit_dec(ae, x, k, epochs=dec_epochs, batch_size=batch_size, gamma=gamma, lr=lr, seed=seed,
-                      device=device, desc=f"DEC {scenario} K={k_true} fit K={k}")
+                      device=device, desc=f"DEC {scenario} K={k_true} fit K={k}", stop=stop, tol=tol,
+                      loss_tol=loss_tol, patience=patience)
         dec[k] = res
         sil_post[k] = silhouette(res.embedding, res.labels)
         acc[k] = cluster_accuracy(sim.labels, res.labels)
