@@ -6,7 +6,9 @@ write one Zarr store per slide with the embedding matrix (patches × dims), the 
   notebook 02, a SimCLR-trained or a randomly initialised small ResNet, and a handcrafted colour/texture
   baseline.
 - :func:`extract_embeddings` submits one Dask task per slide to a ``dask.distributed`` client
-  (:func:`dask_client`: a LocalCluster by default, or the address of an existing scheduler).
+  (:func:`dask_client`: a LocalCluster by default, or the address of an existing scheduler);
+  :func:`extract_embeddings_from_files` sends only slide PATHS: each task opens its slide lazily and reads its own
+  regions (a real 20× slide never travels, nor sits in memory whole).
 - :func:`read_stores` is all the clustering ("local") step needs; it refuses stores of different encoders or
   tilings in one run.
 
@@ -430,6 +432,115 @@ def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stri
         future.result()     # re-raises a worker's error here, with its message
     return paths
 
+
+
+# ------------------------------------------------------------------------------- slides by path (lazy reading)
+def slide_file_digest(path) -> str:
+    """Identity of a slide file for store reuse: its size and the sha256 of its first and last MiB (hashing a
+    multi-gigabyte slide whole would cost more than embedding it)."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(size - (1 << 20), 0))
+        digest.update(handle.read(1 << 20))
+    return digest.hexdigest()
+
+
+def slide_grid(slide, patch: int, stride: int, level: int = 0, min_tissue: float = 0.5,
+               tissue_max_side: int = 2048) -> np.ndarray:
+    """Patch centres (row, col) in LEVEL-0 pixels of the ``patch``-pixel grid (stride ``stride``, both in pixels of
+    ``level``) of an open :class:`helpers.data.slides.Slide`, keeping patches with at least ``min_tissue`` tissue
+    in the tissue mask of a coarse level (:meth:`Slide.tissue_mask`); the slide is never read whole."""
+    from ...data.tissue import box_sums, integral_image
+
+    level = slide.check_level(level)
+    mask, mask_downsample = slide.tissue_mask(tissue_max_side)
+    per_mask_px = mask_downsample / slide.level_downsamples[level]          # level pixels per mask pixel
+    width, height = slide.level_dimensions[level]
+    ys, xs = np.mgrid[0: height - patch + 1: stride, 0: width - patch + 1: stride]
+    ys, xs = ys.ravel(), xs.ravel()
+    size = max(1, int(round(patch / per_mask_px)))
+    my = np.clip(np.round(ys / per_mask_px).astype(int), 0, mask.shape[0] - size)
+    mx = np.clip(np.round(xs / per_mask_px).astype(int), 0, mask.shape[1] - size)
+    keep = box_sums(integral_image(mask), my, mx, size) >= min_tissue * size * size
+    ds = slide.level_downsamples[level]
+    return np.stack([(ys[keep] + patch / 2.0) * ds, (xs[keep] + patch / 2.0) * ds], 1).astype(np.float64)
+
+
+def extract_slide_file(spec: EncoderSpec, slide_path, patch: int, stride: int, min_tissue: float, store_path,
+                       level: int = 0, mpp: float | None = None, tissue_max_side: int = 2048, batch_size: int = 64,
+                       digest: str | None = None, slide_id: str | None = None) -> str:
+    """One Dask task that reads its own slide: open ``slide_path`` lazily (:class:`helpers.data.slides.Slide`),
+    take the tissue grid from a coarse level (:func:`slide_grid`), read the patches region by region at ``level``
+    batch by batch, embed them and write the store (centres in level-0 pixels). Memory stays that of one batch,
+    whatever the slide's size. Returns the store path."""
+    from ...data.slides import Slide
+
+    slide_path = Path(slide_path)
+    with Slide(slide_path, mpp=mpp) as slide:
+        centres = slide_grid(slide, patch, stride, level, min_tissue, tissue_max_side)
+        ds = slide.level_downsamples[slide.check_level(level)]
+        parts = []
+        for i in range(0, len(centres), batch_size):
+            batch = np.stack([slide.read_region((int(round(c - patch / 2.0 * ds)), int(round(r - patch / 2.0 * ds))),
+                                                level, (patch, patch)) for r, c in centres[i:i + batch_size]])
+            parts.append(embed_patches(spec, batch, batch_size))
+        dims = parts[0].shape[1] if parts else 0
+    meta = {"slide_id": slide_id or slide_path.stem, "encoder": spec.name, "arch": spec.arch, "layer": spec.layer,
+            "encoder_fingerprint": spec.fingerprint(), "input_size": spec.input_size, "patch_size": int(patch),
+            "stride": int(stride), "min_tissue": float(min_tissue), "standardise": bool(spec.standardise),
+            "level": int(level), "level0_patch_size": float(patch * ds), "slide_file": slide_path.name,
+            "slide_sha256": digest or slide_file_digest(slide_path)}
+    embeddings = np.concatenate(parts) if parts else np.zeros((0, dims), np.float32)
+    return str(write_store(store_path, embeddings, centres, meta, replace=True))
+
+
+def extract_embeddings_from_files(client, slide_paths, spec: EncoderSpec, root, patch: int, stride: int,
+                                  min_tissue: float = 0.5, level: int = 0, mpp: float | None = None,
+                                  batch_size: int = 64) -> list[Path]:
+    """Embed every slide FILE of ``slide_paths`` with ``spec``: one Dask task per slide receives the slide's path
+    and reads its own regions (:func:`extract_slide_file`), so nothing but a path travels to the workers, which
+    must see the same files and store folder (a shared disk on a cluster). ``client=None`` runs in this process.
+    Valid stores are reused (same encoder, tiling, level and file). Returns the store paths in input order."""
+    from tqdm.auto import tqdm
+
+    slide_paths = [Path(p) for p in slide_paths]
+    missing = [str(p) for p in slide_paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"slide file(s) not found: {', '.join(missing)}.")
+    ids = [p.stem for p in slide_paths]
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"slide file names must be unique (they name the stores); duplicates: "
+                         f"{sorted({i for i in ids if ids.count(i) > 1})}.")
+    folder = store_folder(root, spec, patch, stride, min_tissue)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{safe_name(sid, 'slide id')}-L{int(level)}.zarr" for sid in ids]
+    todo = []
+    for slide_path, store_path in zip(slide_paths, paths):
+        digest = slide_file_digest(slide_path)
+        try:
+            read_store(store_path, {"encoder_fingerprint": spec.fingerprint(), "patch_size": int(patch),
+                                    "stride": int(stride), "min_tissue": float(min_tissue), "level": int(level),
+                                    "slide_sha256": digest})
+        except StoreError:
+            todo.append((slide_path, store_path, digest))
+    if client is None:
+        for slide_path, store_path, digest in tqdm(todo, desc=f"embedding ({spec.name})", leave=False):
+            extract_slide_file(spec, slide_path, patch, stride, min_tissue, store_path, level, mpp,
+                               batch_size=batch_size, digest=digest)
+        return paths
+    from dask.distributed import as_completed
+
+    [spec_future] = client.scatter([spec], broadcast=True)
+    futures = [client.submit(extract_slide_file, spec_future, str(slide_path), patch, stride, min_tissue,
+                             str(store_path), level, mpp, 2048, batch_size, digest,
+                             key=f"embed-file-{spec.name}-{digest[:8]}-{slide_path.stem}", pure=False)
+               for slide_path, store_path, digest in todo]
+    for future in tqdm(as_completed(futures), total=len(futures), desc=f"embedding ({spec.name}, Dask)", leave=False):
+        future.result()
+    return paths
 
 # ---------------------------------------------------------------------------------------- visualisation
 def umap_rgb(embeddings, n_neighbors: int = 15, random_state: int = 0):
