@@ -453,6 +453,95 @@ def region_concepts(rgb, model, layer: str, n_concepts: int | None, tile: int, s
     return RegionConcepts(tiles, int(maps.shape[1]), cell, mean, count, nmf, weights, clusters)
 
 
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".vms", ".bif")
+CONCEPT_COLOURS = np.array([[228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 78, 163], [255, 127, 0],
+                            [255, 255, 51], [166, 86, 40], [247, 129, 191], [153, 153, 153], [0, 0, 0]], np.uint8)
+
+
+def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: int, mpp: float | None = None,
+                    max_pixels: float = 32e6, min_tissue: float = 0.5, normalise=None, batch_size: int = 16,
+                    device="auto") -> list:
+    """Apply concepts fitted elsewhere (``H``, K × C, e.g. on the training slides) to every slide file of
+    ``folder`` (:data:`SLIDE_SUFFIXES`), each opened lazily with :class:`helpers.data.slides.Slide`: the finest
+    pyramid level with at most ``max_pixels`` pixels is read, at ``mpp`` µm/px when given (the training data's
+    pixel size; the level closest to it from below, then resized), and :func:`region_concepts` infers the concept
+    intensities with H fixed. For each slide ``out_dir/<slide>/`` (a folder helpers owns; rebuilt only if helpers
+    wrote it) gets:
+
+    - ``concepts.zarr``: ``weights`` (rows × cols × K, NaN uncovered), ``clusters`` (rows × cols, −1 uncovered),
+      with the cell size in level-0 pixels, the level and H's shape as attributes;
+    - ``concepts.ome.tif``: the cluster map in colour at the read level's resolution, a pyramidal OME-TIFF with
+      the pixel size, which QuPath opens beside the slide;
+    - ``overview.png``: the slide's thumbnail beside the cluster map.
+
+    Returns one dict per slide (slide, level, downsample, share of cells per concept, output folder)."""
+    import zarr
+    from skimage.transform import resize
+
+    from ..cache import building
+    from ..data.slides import Slide, write_pyramidal_tiff
+
+    folder, out_dir = Path(folder), Path(out_dir)
+    H = np.asarray(H, np.float32)
+    if H.ndim != 2:
+        raise ValueError(f"H has shape {H.shape}; concepts fitted elsewhere are a K × C matrix (NMF components).")
+    if len(H) > len(CONCEPT_COLOURS):
+        raise ValueError(f"{len(H)} concepts; the colour table has {len(CONCEPT_COLOURS)} — fit fewer concepts.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SLIDE_SUFFIXES)) \
+        if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no slide files ({', '.join(SLIDE_SUFFIXES)}).")
+    results = []
+    for path in files:
+        stem = path.name.split(".")[0]
+        with Slide(path) as slide:
+            level = slide.best_level(mpp) if mpp is not None else 0
+            while slide.level_dimensions[level][0] * slide.level_dimensions[level][1] > max_pixels and \
+                    level + 1 < slide.level_count:
+                level += 1
+            rgb = slide.read_level(level, max_pixels=max_pixels)
+            downsample = slide.level_downsamples[level]
+            if mpp is not None and slide.level_mpp(level) < mpp * 0.99:     # resize the rest of the way
+                factor = slide.level_mpp(level) / mpp
+                shape = (max(tile, int(round(rgb.shape[0] * factor))), max(tile, int(round(rgb.shape[1] * factor))))
+                rgb = (resize(rgb, shape, order=1, anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
+                downsample /= factor
+            slide_mpp = slide.mpp * downsample if slide.file_mpp is not None or mpp is not None else None
+        region = region_concepts(rgb, model, layer, None, tile, stride, min_tissue=min_tissue, normalise=normalise,
+                                 batch_size=batch_size, device=device, H=H)
+        colour = np.where(region.clusters[..., None] >= 0, CONCEPT_COLOURS[np.maximum(region.clusters, 0)], 255)
+        colour = np.repeat(np.repeat(colour.astype(np.uint8), region.cell, 0), region.cell, 1)
+        with building(out_dir / stem) as target:
+            group = zarr.open_group(str(target / "concepts.zarr"), mode="w")
+            group.create_array("weights", data=region.weights.astype(np.float32))
+            group.create_array("clusters", data=region.clusters.astype(np.int16))
+            group.attrs.update({"slide": path.name, "level": int(level), "cell_level0_px": float(region.cell * downsample),
+                                "n_concepts": int(len(H)), "n_channels": int(H.shape[1]), "layer": layer})
+            if slide_mpp is not None:
+                write_pyramidal_tiff(target / "concepts.ome.tif", colour, mpp=slide_mpp, min_side=256)
+            _overview(rgb, colour, target / "overview.png", f"{path.name}: concepts (level {level})")
+        covered = region.clusters[region.clusters >= 0]
+        results.append({"slide": path.name, "level": int(level), "downsample": float(downsample),
+                        "concept_share": [float(np.mean(covered == k)) if covered.size else 0.0 for k in range(len(H))],
+                        "output": out_dir / stem})
+    return results
+
+
+def _overview(rgb, colour, path, title):
+    # a Figure without pyplot: writing the file does not touch the notebook's backend or its open figures
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 5))
+    axes = fig.subplots(1, 2)
+    axes[0].imshow(rgb)
+    axes[1].imshow(colour[: rgb.shape[0], : rgb.shape[1]])
+    for ax, name in zip(axes, ("slide", "strongest concept per cell")):
+        ax.set_title(name)
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=80)
+
+
 def stain_correlations(rgb, region: RegionConcepts, stain: int = 0) -> list:
     """Pearson correlation, over the covered cells, of each concept's intensity with the density of one stain
     (``skimage.color.rgb2hed`` channel: 0 hematoxylin, 1 eosin, 2 DAB) averaged over each cell."""
