@@ -35,6 +35,8 @@ def test_geojson_clicks_to_sic_to_geojson_region(tmp_path):
         "Tumor": [(700.0, 1200.0), (900.0, 1500.0)], "Stroma": [(2200.0, 300.0), (150.0, 2400.0)]})
     clicks = annotations.read_qupath_points(clicks_file)
     assert len(clicks) == 4 and set(clicks["classification"]) == {"Tumor", "Stroma"}
+    again = annotations.read_qupath_points(annotations.write_qupath_points(tmp_path / "copy.geojson", clicks))
+    assert again.equals(clicks)
     seeds = sic.clicks_to_seeds(clicks, centres, patch)
     assert (seeds == 1).sum() == 2 and (seeds == 0).sum() == 2
     result = sic.seeded_iterative_clustering(embeddings, seeds)

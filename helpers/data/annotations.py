@@ -135,3 +135,24 @@ def write_qupath_geojson(path, geometry, classification: str = "Tumor", color=(2
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1), encoding="utf-8")
     return path
+
+
+def write_qupath_points(path, clicks, overwrite: bool = False) -> Path:
+    """Clicks (a table with x, y in level-0 pixels and classification) as QuPath point annotations, one
+    MultiPoint per classification — the file QuPath's points tool exports, to hand clicks to a pathologist or to
+    keep them with the slide. Refuses to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another name or pass overwrite=True.")
+    missing = [c for c in ("x", "y", "classification") if c not in clicks]
+    if missing:
+        raise ValueError(f"clicks lack column(s) {missing}; give x, y (level-0 pixels) and classification.")
+    features = []
+    for name in dict.fromkeys(clicks["classification"]):
+        chosen = clicks[clicks["classification"] == name]
+        features.append({"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [
+            [float(x), float(y)] for x, y in zip(chosen["x"], chosen["y"])]},
+            "properties": {"objectType": "annotation", "classification": {"name": str(name)}}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1), encoding="utf-8")
+    return path

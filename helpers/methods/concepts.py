@@ -459,8 +459,8 @@ CONCEPT_COLOURS = np.array([[228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 
 
 
 def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: int, mpp: float | None = None,
-                    max_pixels: float = 32e6, min_tissue: float = 0.5, normalise=None, batch_size: int = 16,
-                    device="auto") -> list:
+                    max_pixels: float = 32e6, min_tissue: float = 0.5, normalise=None, border: int = 1,
+                    batch_size: int = 16, device="auto") -> list:
     """Apply concepts fitted elsewhere (``H``, K × C, e.g. on the training slides) to every slide file of
     ``folder`` (:data:`SLIDE_SUFFIXES`), each opened lazily with :class:`helpers.data.slides.Slide`: the finest
     pyramid level with at most ``max_pixels`` pixels is read, at ``mpp`` µm/px when given (the training data's
@@ -474,7 +474,8 @@ def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: in
       the pixel size, which QuPath opens beside the slide;
     - ``overview.png``: the slide's thumbnail beside the cluster map.
 
-    Returns one dict per slide (slide, level, downsample, share of cells per concept, output folder)."""
+    Returns one dict per slide (slide, level, downsample, µm per pixel read, share of cells per concept, output
+    folder)."""
     import zarr
     from skimage.transform import resize
 
@@ -508,7 +509,7 @@ def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: in
                 downsample /= factor
             slide_mpp = slide.mpp * downsample if slide.file_mpp is not None or mpp is not None else None
         region = region_concepts(rgb, model, layer, None, tile, stride, min_tissue=min_tissue, normalise=normalise,
-                                 batch_size=batch_size, device=device, H=H)
+                                 border=border, batch_size=batch_size, device=device, H=H)
         colour = np.where(region.clusters[..., None] >= 0, CONCEPT_COLOURS[np.maximum(region.clusters, 0)], 255)
         colour = np.repeat(np.repeat(colour.astype(np.uint8), region.cell, 0), region.cell, 1)
         with building(out_dir / stem) as target:
@@ -521,7 +522,7 @@ def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: in
                 write_pyramidal_tiff(target / "concepts.ome.tif", colour, mpp=slide_mpp, min_side=256)
             _overview(rgb, colour, target / "overview.png", f"{path.name}: concepts (level {level})")
         covered = region.clusters[region.clusters >= 0]
-        results.append({"slide": path.name, "level": int(level), "downsample": float(downsample),
+        results.append({"slide": path.name, "level": int(level), "downsample": float(downsample), "mpp": slide_mpp,
                         "concept_share": [float(np.mean(covered == k)) if covered.size else 0.0 for k in range(len(H))],
                         "output": out_dir / stem})
     return results
