@@ -135,3 +135,19 @@ def test_nifti_reoriented_and_resampled(tmp_path):
         formats.load_nifti(tmp_path / "ras.nii.gz", orientation="LPS")
     with pytest.raises(ValueError, match="positive millimetres"):
         formats.load_nifti(tmp_path / "ras.nii.gz", spacing=0)
+
+
+def test_cohort_of_mixed_voxel_sizes_is_refused_until_resampled(tmp_path):
+    import nibabel as nib
+    import pandas as pd
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), str(folder / "a.nii.gz"))
+    # 15 voxels of 1 mm span the same 14 mm between voxel centres as 8 voxels of 2 mm
+    nib.save(nib.Nifti1Image(np.ones((15, 15, 15), np.float32), np.diag([1.0, 1.0, 1.0, 1.0])), str(folder / "b.nii.gz"))
+    pd.DataFrame({"subject": ["a", "b"], "fev1": [2.5, 3.0]}).to_csv(folder / "participants.csv", index=False)
+    with pytest.raises(ValueError, match="b has voxels of .*pass spacing"):
+        formats.load_cohort(folder)
+    volumes, table, spacing = formats.load_cohort(folder, orientation="RAS", spacing=2.0)
+    assert spacing == (2.0, 2.0, 2.0) and volumes.shape[0] == 2 and len(table) == 2

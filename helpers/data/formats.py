@@ -495,9 +495,11 @@ def _legacy_cohort(folder: Path) -> bool:
     return {p.name for p in folder.iterdir()} == expected
 
 
-def load_cohort(folder):
+def load_cohort(folder, orientation: str | None = None, spacing=None):
     """Read a cohort written by :func:`write_cohort` (or your own: one 3-D NIfTI per row of participants.csv,
-    column ``subject``). Returns (volumes N×z×y×x float32, table, spacing (z, y, x))."""
+    column ``subject``). Returns (volumes N×z×y×x float32, table, spacing (z, y, x)). Scans from different
+    scanners: ``orientation="RAS"`` and ``spacing`` (mm) reorient and resample each on reading
+    (:func:`load_nifti`); without them the volumes must already share one grid and one voxel size."""
     import pandas as pd
 
     folder = Path(folder)
@@ -508,12 +510,16 @@ def load_cohort(folder):
     table = pd.read_csv(table_path)
     if "subject" not in table:
         raise ValueError(f"{table_path} has no 'subject' column.")
-    volumes, spacing = [], None
+    volumes, spacings = [], []
     for subject in table["subject"]:
-        data, _, sp = load_nifti(folder / f"{subject}.nii.gz", ndim=3)
+        data, _, sp = load_nifti(folder / f"{subject}.nii.gz", ndim=3, orientation=orientation, spacing=spacing)
         volumes.append(np.transpose(data, (2, 1, 0)))
-        spacing = spacing or sp[::-1]
+        spacings.append(tuple(sp[::-1]))
+    differ = [(s, sp) for s, sp in zip(table["subject"], spacings) if not np.allclose(sp, spacings[0], rtol=1e-3)]
+    if differ:
+        raise ValueError(f"{folder}: {differ[0][0]} has voxels of {differ[0][1]} mm but {table['subject'].iloc[0]} of "
+                         f"{spacings[0]} mm; pass spacing=… (mm) to resample every scan on reading.")
     shapes = {v.shape for v in volumes}
     if len(shapes) != 1:
         raise ValueError(f"{folder}: volumes of different shapes {sorted(shapes)}; resample them to one grid first.")
-    return np.stack(volumes), table, tuple(spacing)
+    return np.stack(volumes), table, spacings[0]
