@@ -90,6 +90,14 @@ def test_workers_read_their_own_slides_and_match_the_local_run(cluster, two_slid
     again = embeddings.extract_embeddings_from_files(cluster, two_slides, spec, tmp_path / "remote", patch=128,
                                                      stride=128, level=1)
     assert again == remote
+    # stores at an fsspec URL every worker reaches: the same stores, written through fsspec by the workers
+    url_root = f"file://{tmp_path}/url-stores"
+    at_url = embeddings.extract_embeddings_from_files(cluster, two_slides, spec, url_root, patch=128, stride=128,
+                                                      level=1)
+    assert all(str(p).startswith("file://") for p in at_url)
+    for u, lo in zip(at_url, local):
+        np.testing.assert_allclose(embeddings.read_store(u).embeddings, embeddings.read_store(lo).embeddings,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_grid_keeps_tissue_patches_only(two_slides):

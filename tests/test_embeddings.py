@@ -262,3 +262,30 @@ def test_click_errors_are_named():
         sic.click_protocol(np.zeros((4, 2)), np.zeros(3))
     seeds = sic.click_seeds(6, [4, 5], [0])
     assert seeds.tolist() == [0, -1, -1, -1, 1, 1]
+
+
+
+def test_stores_at_an_fsspec_url_are_written_once_and_read_back():
+    """memory:// stands in for s3:// & co.: the same write / read / refusal rules as a local folder."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://stores-{uuid.uuid4().hex[:8]}/slide.zarr"
+    emb = np.arange(12, dtype=np.float32).reshape(4, 3)
+    centres = np.arange(8, dtype=np.float32).reshape(4, 2)
+    assert embeddings.write_store(url, emb, centres, {"slide_id": "s"}) == url
+    store = embeddings.read_store(url, {"slide_id": "s"})
+    np.testing.assert_array_equal(store.embeddings, emb)
+    with pytest.raises(embeddings.StoreError, match="never overwritten"):
+        embeddings.write_store(url, emb, centres, {"slide_id": "s"})
+    embeddings.write_store(url, emb * 2, centres, {"slide_id": "s"}, replace=True)
+    np.testing.assert_array_equal(embeddings.read_store(url).embeddings, emb * 2)
+    fs, _ = fsspec.core.url_to_fs(url)
+    assert not [p for p in fs.find(url.split("://")[1].split("/")[0]) if ".partial-" in p]   # no leftovers
+    foreign = url.replace("slide.zarr", "foreign.zarr")
+    fs.pipe(foreign.split("://")[1] + "/zarr.json", b"{}")
+    with pytest.raises(embeddings.StoreError, match="not written by helpers"):
+        embeddings.write_store(foreign, emb, centres, {"slide_id": "s"}, replace=True)
+    with pytest.raises(embeddings.StoreError, match="not a complete embedding store"):
+        embeddings.read_store(url.replace("slide.zarr", "missing.zarr"))

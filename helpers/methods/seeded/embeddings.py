@@ -180,9 +180,64 @@ def embed_patches(spec: EncoderSpec, patches, batch_size: int = 64) -> np.ndarra
 
 
 # -------------------------------------------------------------------------------------------------- stores
-def store_folder(root, spec: EncoderSpec, patch: int, stride: int, min_tissue: float) -> Path:
-    """Where the stores of one encoder and one tiling live: ``root/<encoder>-<fingerprint>-p<patch>s<stride>``."""
-    return Path(root) / f"{spec.name}-{spec.fingerprint()[:10]}-p{patch}s{stride}t{int(round(100 * min_tissue))}"
+def is_url(location) -> bool:
+    """True for an fsspec URL (``s3://bucket/stores``, ``file:///shared/stores``, ``memory://…``), False for a path."""
+    return "://" in str(location)
+
+
+def store_folder(root, spec: EncoderSpec, patch: int, stride: int, min_tissue: float):
+    """Where the stores of one encoder and one tiling live: ``root/<encoder>-<fingerprint>-p<patch>s<stride>``
+    (a Path, or a URL string when ``root`` is an fsspec URL)."""
+    name = f"{spec.name}-{spec.fingerprint()[:10]}-p{patch}s{stride}t{int(round(100 * min_tissue))}"
+    return f"{str(root).rstrip('/')}/{name}" if is_url(root) else Path(root) / name
+
+
+def _exists(location) -> bool:
+    if not is_url(location):
+        return Path(location).exists()
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(location))
+    return fs.exists(path)
+
+
+def _open_group(location, mode: str):
+    """A Zarr group at a local path or at an fsspec URL (local URLs create their parent folders)."""
+    import zarr
+
+    if not is_url(location):
+        return zarr.open_group(str(location), mode=mode)
+    from zarr.storage import FsspecStore
+
+    options = {"auto_mkdir": True} if str(location).startswith("file://") else {}
+    store = FsspecStore.from_url(str(location), storage_options=options, read_only=mode == "r")
+    return zarr.open_group(store=store, mode=mode)
+
+
+def _write_url_store(url: str, write, replace: bool) -> None:
+    """The URL counterpart of :func:`helpers.cache.building`: write into ``<url>.partial-<random>``, mark it as
+    helpers', then move it to ``url`` — replacing an existing store only when helpers wrote it."""
+    import uuid
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        if not fs.exists(f"{path}/{OWNED}"):
+            raise StoreError(f"{url} exists and was not written by helpers (no {OWNED} marker); it is left as it is.")
+        if not replace:
+            raise StoreError(f"{url} already holds a store; delete it or write elsewhere (stores are never overwritten).")
+    partial = f"{url}.partial-{uuid.uuid4().hex[:8]}"
+    _, partial_path = fsspec.core.url_to_fs(partial)
+    try:
+        write(_open_group(partial, "w"))
+        fs.pipe(f"{partial_path}/{OWNED}", b"built by helpers; a rebuild may replace this store\n")
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        fs.mv(partial_path, path, recursive=True)
+    finally:
+        if fs.exists(partial_path):
+            fs.rm(partial_path, recursive=True)
 
 
 def _sha256(array) -> str:
@@ -206,19 +261,24 @@ def write_store(path, embeddings, centres, meta: dict, replace: bool = False) ->
         bad = int((~np.isfinite(embeddings)).any(1).sum())
         raise StoreError(f"{bad} of {len(embeddings)} embeddings contain NaN or inf; check the encoder's input "
                          "(empty or saturated patches) before storing.")
+    def fill(group):
+        group.create_array("embeddings", data=embeddings,
+                           chunks=(min(4096, max(1, len(embeddings))), max(1, embeddings.shape[1])))
+        group.create_array("centres", data=centres)
+        group.attrs.update({**meta, "format": STORE_FORMAT, "n_patches": int(len(embeddings)),
+                            "dims": int(embeddings.shape[1]), "embeddings_sha256": _sha256(embeddings),
+                            "complete": True})
+
+    if is_url(path):                       # any fsspec URL every worker can reach
+        _write_url_store(str(path), fill, replace)
+        return str(path)
     path = Path(path)
     if path.exists() and _is_complete(path) and not replace:
         raise StoreError(f"{path} already holds a complete store; delete it or write elsewhere (stores are never "
                          "overwritten).")
     _claim_legacy_store(path)
     with building(path) as partial:        # a hidden temporary folder, renamed to path when complete
-        group = zarr.open_group(str(partial), mode="w")
-        group.create_array("embeddings", data=embeddings,
-                           chunks=(min(4096, max(1, len(embeddings))), embeddings.shape[1]))
-        group.create_array("centres", data=centres)
-        group.attrs.update({**meta, "format": STORE_FORMAT, "n_patches": int(len(embeddings)),
-                            "dims": int(embeddings.shape[1]), "embeddings_sha256": _sha256(embeddings),
-                            "complete": True})
+        fill(zarr.open_group(str(partial), mode="w"))
     return path
 
 
@@ -238,10 +298,8 @@ def _claim_legacy_store(path: Path) -> None:
 
 
 def _is_complete(path) -> bool:
-    import zarr
-
     try:
-        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete", False))
+        return bool(_open_group(path, "r").attrs.get("complete", False))
     except Exception:   # not a zarr group at all
         return False
 
@@ -251,20 +309,20 @@ class EmbeddingStore:
     embeddings: np.ndarray     # patches × dims, float32
     centres: np.ndarray        # patches × 2 (row, col) in slide pixels
     meta: dict
-    path: Path
+    path: "Path | str"        # a local path, or the fsspec URL the store was read from
 
 
 def read_store(path, expect: dict | None = None) -> EmbeddingStore:
     """Read one store, checking completeness, shapes and the checksum; ``expect`` (metadata key → value) must
     match too."""
-    import zarr
-
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"no embedding store at {path}; run the extraction first.")
+    if not is_url(path):
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"no embedding store at {path}; run the extraction first.")
     if not _is_complete(path):
-        raise StoreError(f"{path} is not a complete embedding store (interrupted extraction?); extract it again.")
-    group = zarr.open_group(str(path), mode="r")
+        raise StoreError(f"{path} is not a complete embedding store (missing, or an interrupted extraction); extract "
+                         "it again.")
+    group = _open_group(path, "r")
     meta = dict(group.attrs)
     embeddings, centres = np.asarray(group["embeddings"][:]), np.asarray(group["centres"][:])
     if meta.get("format") != STORE_FORMAT:
@@ -293,8 +351,8 @@ def read_stores(paths) -> list[EmbeddingStore]:
     for store in stores[1:]:
         for key in _RUN_KEYS:
             if store.meta.get(key) != first.meta.get(key):
-                raise StoreError(f"stores from different runs mixed: {store.path.name} has {key} = "
-                                 f"{store.meta.get(key)!r} but {first.path.name} has {first.meta.get(key)!r} "
+                raise StoreError(f"stores from different runs mixed: {Path(str(store.path)).name} has {key} = "
+                                 f"{store.meta.get(key)!r} but {Path(str(first.path)).name} has {first.meta.get(key)!r} "
                                  f"(encoders {store.meta.get('encoder')!r} and {first.meta.get('encoder')!r}); "
                                  "cluster the stores of one encoder and tiling at a time.")
     return stores
@@ -389,6 +447,19 @@ def dask_client(scheduler_address: str | None = None, n_workers: int = 2):
         os.environ.update(saved)
 
 
+def _store_paths(root, spec, patch, stride, min_tissue, ids, suffix: str) -> list:
+    """One store per slide id (unique, safe as a file name) in the tiling's folder: Paths, or URLs under a URL."""
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"slide ids must be unique (they name the stores); duplicates: "
+                         f"{sorted({i for i in ids if ids.count(i) > 1})}.")
+    names = [f"{safe_name(sid, 'slide id')}{suffix}.zarr" for sid in ids]
+    folder = store_folder(root, spec, patch, stride, min_tissue)
+    if is_url(folder):
+        return [f"{folder}/{name}" for name in names]
+    folder.mkdir(parents=True, exist_ok=True)
+    return [folder / name for name in names]
+
+
 def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stride: int,
                        min_tissue: float = 0.5, batch_size: int = 64) -> list[Path]:
     """Embed every slide of ``slides`` (a sequence of (slide_id, rgb, tissue_mask)) with ``spec``, one Dask
@@ -396,15 +467,7 @@ def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stri
     earlier run are reused; a stale or broken one is rebuilt. ``client=None`` runs in this process (debugging)."""
     from tqdm.auto import tqdm
 
-    ids = [s[0] for s in slides]
-    if len(set(ids)) != len(ids):
-        raise StoreError(f"slide ids must be unique (they name the stores); duplicates: "
-                         f"{sorted({i for i in ids if ids.count(i) > 1})}.")
-    for sid in ids:
-        safe_name(str(sid), "slide id")
-    folder = store_folder(root, spec, patch, stride, min_tissue)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{sid}.zarr" for sid in ids]
+    paths = _store_paths(root, spec, patch, stride, min_tissue, [str(s[0]) for s in slides], "")
     expect = {"encoder_fingerprint": spec.fingerprint(), "patch_size": int(patch), "stride": int(stride),
               "min_tissue": float(min_tissue)}
     todo = []
@@ -413,8 +476,8 @@ def extract_embeddings(client, slides, spec: EncoderSpec, root, patch: int, stri
         try:
             read_store(path, expect | {"slide_sha256": digest})
         except StoreError as err:
-            if path.exists():       # replaced when the new store is complete, and only if helpers wrote it
-                print(f"rebuilding {path.name}: {err}")
+            if _exists(path):       # replaced when the new store is complete, and only if helpers wrote it
+                print(f"rebuilding {Path(str(path)).name}: {err}")
             todo.append((sid, rgb, tissue, path, digest))
     if not todo:
         return paths
@@ -502,7 +565,8 @@ def extract_embeddings_from_files(client, slide_paths, spec: EncoderSpec, root, 
                                   batch_size: int = 64) -> list[Path]:
     """Embed every slide FILE of ``slide_paths`` with ``spec``: one Dask task per slide receives the slide's path
     and reads its own regions (:func:`extract_slide_file`), so nothing but a path travels to the workers, which
-    must see the same files and store folder (a shared disk on a cluster). ``client=None`` runs in this process.
+    must see the same files and the store root: a shared folder, or any fsspec URL they can all reach
+    (``s3://bucket/stores`` with s3fs installed, ``file:///shared/stores``). ``client=None`` runs in this process.
     Valid stores are reused (same encoder, tiling, level and file). Returns the store paths in input order."""
     from tqdm.auto import tqdm
 
@@ -510,13 +574,7 @@ def extract_embeddings_from_files(client, slide_paths, spec: EncoderSpec, root, 
     missing = [str(p) for p in slide_paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"slide file(s) not found: {', '.join(missing)}.")
-    ids = [p.stem for p in slide_paths]
-    if len(set(ids)) != len(ids):
-        raise StoreError(f"slide file names must be unique (they name the stores); duplicates: "
-                         f"{sorted({i for i in ids if ids.count(i) > 1})}.")
-    folder = store_folder(root, spec, patch, stride, min_tissue)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{safe_name(sid, 'slide id')}-L{int(level)}.zarr" for sid in ids]
+    paths = _store_paths(root, spec, patch, stride, min_tissue, [p.stem for p in slide_paths], f"-L{int(level)}")
     todo = []
     for slide_path, store_path in zip(slide_paths, paths):
         digest = slide_file_digest(slide_path)
