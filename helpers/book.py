@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,11 +23,11 @@ from .runner import ROOT, notebooks
 
 MODULES = [  # the API pages, in the order of helpers/__init__.py
     "env", "presets", "cache", "report", "uncertainty", "viz",
-    "data.formats", "data.bundled", "data.tissue", "data.tensors",
+    "data.formats", "data.slides", "data.annotations", "data.bundled", "data.tissue", "data.tensors",
     "simulate.histology", "simulate.ct", "simulate.datasets",
     "models", "training", "recipes", "features", "explain", "xai_metrics",
     "methods.concepts", "methods.seeded.sic", "methods.seeded.embeddings", "methods.seeded.simclr",
-    "methods.dti.diffusion", "methods.dti.explorer",
+    "methods.dti.diffusion", "methods.dti.explorer", "methods.dti.histology_features",
     "methods.sarcoidosis.dec", "methods.sarcoidosis.clam", "methods.sarcoidosis.registration",
     "methods.sarcoidosis.cohort", "runner", "book",
 ]
@@ -186,50 +187,77 @@ def check_site(site, browser: str, screenshot=None, pages=None) -> dict:
 
     site = Path(site).resolve()
     pages = pages or ["index.html", *sorted(str(p.relative_to(site)) for p in (site / "notebooks").glob("*.html"))]
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                                 "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,1600",
-                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            port = None
-            deadline = time.monotonic() + 60
-            while port is None and time.monotonic() < deadline:
-                line = proc.stderr.readline()
-                if "DevTools listening on ws://" in line:
-                    port = int(line.split("ws://")[1].split("/")[0].split(":")[1])
-                elif not line and proc.poll() is not None:
-                    raise BookError(f"{browser} exited with code {proc.returncode} before it listened")
-            if port is None:
-                raise BookError(f"{browser} did not open its DevTools port within 60 s")
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
-            target = json.loads(urllib.request.urlopen(request, timeout=30).read())
-            page = _Page(target["webSocketDebuggerUrl"])
-            reports = {}
-            for rel in pages:
-                page.goto((site / rel).as_uri())
-                report = json.loads(page.evaluate(_PAGE_REPORT))
-                broken_images = [i["src"] for i in report["images"] if not i["ok"]]
-                broken_links = []
-                for href in report["links"]:
-                    if href.startswith("file://"):
-                        path = Path(urllib.request.url2pathname(href[len("file://"):].split("#")[0].split("?")[0]))
-                        if not path.exists():
-                            broken_links.append(href)
-                report.update(broken_images=broken_images, broken_links=broken_links, n_images=len(report["images"]))
-                del report["images"]
-                reports[rel] = report
-                if rel == "index.html" and screenshot is not None:
-                    shot = page.call("Page.captureScreenshot", format="png")
-                    Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                    Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
-            page.ws.close()
-            return reports
-        finally:
-            proc.terminate()
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    # its own process group: Chromium's helper processes (renderer, crashpad) go down with it, and only then is the
+    # profile removed (a renderer still writing into it made the removal fail on a busy machine)
+    proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                             "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,1600",
+                             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if "DevTools listening on ws://" in line:
+                port = int(line.split("ws://")[1].split("/")[0].split(":")[1])
+            elif not line and proc.poll() is not None:
+                raise BookError(f"{browser} exited with code {proc.returncode} before it listened")
+        if port is None:
+            raise BookError(f"{browser} did not open its DevTools port within 60 s")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
+        target = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        page = _Page(target["webSocketDebuggerUrl"])
+        reports = {}
+        for rel in pages:
+            page.goto((site / rel).as_uri())
+            report = json.loads(page.evaluate(_PAGE_REPORT))
+            broken_images = [i["src"] for i in report["images"] if not i["ok"]]
+            broken_links = []
+            for href in report["links"]:
+                if href.startswith("file://"):
+                    path = Path(urllib.request.url2pathname(href[len("file://"):].split("#")[0].split("?")[0]))
+                    if not path.exists():
+                        broken_links.append(href)
+            report.update(broken_images=broken_images, broken_links=broken_links, n_images=len(report["images"]))
+            del report["images"]
+            reports[rel] = report
+            if rel == "index.html" and screenshot is not None:
+                shot = page.call("Page.captureScreenshot", format="png")
+                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+                Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+        page.ws.close()
+        return reports
+    finally:
+        _stop_group(proc)
+        for attempt in range(10):
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                shutil.rmtree(profile)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def _stop_group(proc) -> None:
+    """Terminate a process started with start_new_session=True and everything it spawned; kill what lingers."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.5)             # the group's other members exit after the leader
+
+
 
 
 def main(argv=None) -> int:
