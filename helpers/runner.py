@@ -224,11 +224,16 @@ def check_default_run(metrics: dict, default: dict) -> list[str]:
             problems.append(f"{name} = {metrics[name]} but it {verdict} at every seed of the study")
     for name, bounds in default.get("key_numbers", {}).items():
         got = metrics.get(name)
-        pairs = list(zip(got, bounds)) if isinstance(got, list) and len(got) == len(bounds) else [(got, bounds)]
-        if got is None or any(not isinstance(v, (int, float)) or not (b[0] - 1e-12 <= v <= b[1] + 1e-12)
-                              for v, b in pairs):
+        if not _within(got, bounds):
             problems.append(f"{name} = {_short(got)} outside the seeds' range {bounds}")
     return problems
+
+
+def _within(got, bounds) -> bool:
+    """A number inside [low, high], or a (nested) list whose every element is inside its own range."""
+    if bounds and isinstance(bounds[0], list):
+        return isinstance(got, list) and len(got) == len(bounds) and all(_within(g, b) for g, b in zip(got, bounds))
+    return isinstance(got, (int, float)) and not isinstance(got, bool) and bounds[0] - 1e-12 <= got <= bounds[1] + 1e-12
 
 
 def _short(value) -> str:

@@ -198,3 +198,12 @@ def test_seed_study_pins_agreeing_claims_and_widens_ranges(tmp_path):
     assert study["claims"] == {"claim_high": "holds", "claim_split": "unstable"}
     assert study["key_numbers"]["auc"] == pytest.approx([0.88, 0.96])
     assert set(study["seeds"]) == {"0", "1", "2"} and "seconds" not in study["seeds"]["0"]
+
+
+def test_default_checks_read_nested_lists_element_by_element():
+    """A confusion matrix recorded as evidence: each cell against its own seed range."""
+    default = {"key_numbers": {"confusion": [[[8, 10], [0, 2]], [[1, 3], [5, 9]]]}}
+    assert runner.check_default_run({"confusion": [[9, 1], [2, 7]]}, default) == []
+    problems = runner.check_default_run({"confusion": [[9, 1], [4, 7]]}, default)
+    assert len(problems) == 1 and problems[0].startswith("confusion = ")
+    assert runner.check_default_run({"confusion": [[9, 1]]}, default)          # a missing row is a problem too
