@@ -103,6 +103,14 @@ def ranked(scores: dict, higher_is_better: bool = True, level: float = LEVEL, n_
         rows.append(row)
     return rows
 
+def mean_interval_text(values, digits: int = 3, seed: int = 0) -> str:
+    """'mean [low, high]' of the finite values (NaN units, e.g. patches without a mask, dropped), or 'n < 2' when
+    fewer than two are left: the cell of a table of means with their bootstrap intervals."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    return interval_text(bootstrap_ci(values, seed=seed), digits) if len(values) > 1 else "n < 2"
+
+
 def interval_text(result: dict, digits: int = 2) -> str:
     """'0.12 [0.03, 0.20]' for a bootstrap_ci or paired_difference result."""
     centre = result.get("mean", result.get("mean_difference"))

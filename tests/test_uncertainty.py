@@ -89,3 +89,9 @@ def test_independent_difference_and_ranked():
     assert uncertainty.ranked(scores)[0]["n"] == 45
     with pytest.raises(ValueError, match="at least two"):
         uncertainty.ranked({"only": base})
+
+def test_mean_interval_text_drops_missing_units():
+    values = [0.1, np.nan, 0.3, 0.2]
+    assert uncertainty.mean_interval_text(values) == uncertainty.interval_text(
+        uncertainty.bootstrap_ci([0.1, 0.3, 0.2]), 3)
+    assert uncertainty.mean_interval_text([0.5, np.nan]) == "n < 2"
