@@ -13,8 +13,9 @@ numbers are those of one 2-thread worker):
 
 Each step on the CMU-1 file is timed best of 2. The embedding's rate per patch is measured on a larger slide (an
 8 192 × 8 192 px pyramidal TIFF of CMU-1 tiles, written here), where per-slide set-up does not hide it, and turned
-into minutes per cm² of tissue at 20× for both tilings; concepts are given per cm² from the CMU-1 run. A slide's own tissue area: `slide.tissue_mask()` (or count the patches with
-`embeddings.slide_grid`). Writes only under data/cache/benchmarks/slide_throughput/ (removed afterwards).
+into minutes per cm² of tissue at 20× for both tilings; concepts are given per cm² from the CMU-1 run. A slide's own
+tissue area: `slide.tissue_mask()` (or count the patches with `embeddings.slide_grid`). Writes only under
+data/cache/benchmarks/slide_throughput/ (removed afterwards).
 
     .venv/bin/python benchmarks/slide_throughput.py
 """
