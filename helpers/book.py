@@ -258,8 +258,6 @@ def _stop_group(proc) -> None:
         time.sleep(0.5)             # the group's other members exit after the leader
 
 
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outputs", default=str(ROOT / "outputs"), help="the run folder (default: outputs/)")

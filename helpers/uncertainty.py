@@ -103,6 +103,7 @@ def ranked(scores: dict, higher_is_better: bool = True, level: float = LEVEL, n_
         rows.append(row)
     return rows
 
+
 def mean_interval_text(values, digits: int = 3, seed: int = 0) -> str:
     """'mean [low, high]' of the finite values (NaN units, e.g. patches without a mask, dropped), or 'n < 2' when
     fewer than two are left: the cell of a table of means with their bootstrap intervals."""

@@ -90,6 +90,7 @@ def test_independent_difference_and_ranked():
     with pytest.raises(ValueError, match="at least two"):
         uncertainty.ranked({"only": base})
 
+
 def test_mean_interval_text_drops_missing_units():
     values = [0.1, np.nan, 0.3, 0.2]
     assert uncertainty.mean_interval_text(values) == uncertainty.interval_text(
