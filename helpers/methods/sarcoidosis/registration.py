@@ -24,9 +24,12 @@ def _ants():
 
 
 class _Quiet:
-    """Silence C-level stdout (ANTs prints 'wrote file to …' while building a template)."""
+    """Silence ANTs while it builds a template: its C++ code writes 'wrote file to …' to file descriptor 1 and
+    antspyx's Python code prints its transform lists (in Jupyter those go to ``sys.stdout``, not descriptor 1)."""
 
     def __enter__(self):
+        import contextlib
+        import io
         import os
         import sys
 
@@ -34,11 +37,14 @@ class _Quiet:
         self._saved = os.dup(1)
         self._null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(self._null, 1)
+        self._python = contextlib.redirect_stdout(io.StringIO())
+        self._python.__enter__()
         return self
 
     def __exit__(self, *exc):
         import os
 
+        self._python.__exit__(*exc)
         os.dup2(self._saved, 1)
         os.close(self._saved)
         os.close(self._null)
