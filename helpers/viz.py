@@ -20,10 +20,14 @@ def overlay_regions(rgb, masks: dict, names=("tumour", "glands", "lumen"), alpha
 
 
 def outline_nuclei(rgb, instances, types, thickness: int = 1):
-    """Draw nucleus outlines coloured by type (red neoplastic, blue non-neoplastic); returns float RGB."""
+    """Draw nucleus outlines coloured by type (red neoplastic, blue non-neoplastic) on ``rgb`` (uint8, or floats in
+    [0, 1]); returns float RGB in [0, 1]."""
     from skimage.segmentation import find_boundaries
 
     out = np.asarray(rgb, np.float32) / 255.0 if np.asarray(rgb).dtype == np.uint8 else np.array(rgb, np.float32)
+    if out.size and (out.min() < 0 or out.max() > 1):
+        raise ValueError(f"rgb: float values in [{out.min():.3g}, {out.max():.3g}]; give uint8 (0–255) or floats in "
+                         "[0, 1] (e.g. the output of overlay_regions as it is, without multiplying by 255).")
     edges = find_boundaries(np.asarray(instances), mode="inner")
     if thickness > 1:
         from scipy import ndimage

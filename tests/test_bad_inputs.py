@@ -147,6 +147,9 @@ CASES = {
                                            "one prediction per target"),
     "gallery with a title too many": (lambda: viz.gallery([np.zeros((4, 4, 3))], ["a", "b"]), ValueError,
                                       "one title per image"),
+    "nucleus outlines on a 0–255 float image": (lambda: viz.outline_nuclei(np.full((4, 4, 3), 200.0),
+                                                                           np.zeros((4, 4), int), np.zeros((4, 4), int)),
+                                                ValueError, r"floats in \[0, 1\]"),
     # the papers' methods
     "seed F1 of unpaired arrays": (lambda: sic.seed_f1([1, 0], [1, 0, 1]), sic.SeedError, "one of each per patch"),
     "silhouette K not below the image count": (lambda: dec.choose_k(np.random.default_rng(0).random((3, 2)),
