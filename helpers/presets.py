@@ -123,7 +123,7 @@ NOTEBOOK_SMOKE = {
                                 DIGITS_PRETRAIN_EPOCHS=2, DIGITS_DEC_EPOCHS=2, DIGITS_N=400, COHORT_N=12,
                                 COHORT_SHAPE=[32, 32, 32], COHORT_SPACING_MM=9.0, TEMPLATE_ITERATIONS=1,
                                 COHORT_KS=[2, 3, 4], COHORT_PRETRAIN_EPOCHS=3, COHORT_DEC_EPOCHS=2,
-                                GAP_REFERENCES=3),
+                                GAP_REFERENCES=3, OTHER_DEC_STOPS=["labels"]),
 }
 
 

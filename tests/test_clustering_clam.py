@@ -256,3 +256,20 @@ def test_gap_statistic_finds_separated_blobs_and_one_cloud():
     assert dec.gap_statistic(cloud, range(1, 6), n_refs=8, seed=0)[0] == 1    # no structure: one cluster
     with pytest.raises(dec.ClusteringError, match="n_refs"):
         dec.gap_statistic(blobs, range(1, 4), n_refs=1)
+
+
+def test_rerun_clustering_phase_reproduces_run_scenario_and_keeps_the_pretraining():
+    options = dict(epochs=3, batch_size=8, gamma=0.1, lr=1e-3, seed=0, device="cpu", stop="labels", tol=0.001,
+                   loss_tol=1e-3, patience=3)
+    first = dec.run_scenario("location", 3, ks=[2, 3], n=24, channels=(4, 6, 8), latent_dim=6, pretrain_epochs=2,
+                             dec_epochs=3, batch_size=8, seed=0, device="cpu", centre="mean")
+    again = dec.rerun_clustering_phase(first, **options)
+    assert list(again.dec) == [2, 3] and again.silhouette_post == first.silhouette_post
+    for k in (2, 3):
+        np.testing.assert_array_equal(again.dec[k].labels, first.dec[k].labels)
+    other = dec.rerun_clustering_phase(first, ks=[3], **{**options, "stop": "epochs", "epochs": 5})
+    assert len(other.dec[3].history["epoch_loss"]) == 5 and list(other.silhouette_post) == [3]
+    assert other.autoencoder is first.autoencoder and other.silhouette_pre == first.silhouette_pre
+    assert len(first.dec[3].history["epoch_loss"]) <= 3 and list(first.dec) == [2, 3]    # the original untouched
+    with pytest.raises(dec.ClusteringError, match="ks is empty"):
+        dec.rerun_clustering_phase(first, ks=[], **options)

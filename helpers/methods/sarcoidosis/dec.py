@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -540,16 +540,30 @@ def run_scenario(scenario: str, k_true: int, ks=range(2, 9), n: int = 300, chann
     standardise_latent(ae, embed(ae, x, device=device))
     z = embed(ae, x, device=device)
     _, sil_pre = choose_k(z, ks, seed=seed)
+    pretrained = ScenarioResult(scenario=scenario, k_true=k_true, sim=sim, autoencoder=ae, embedding=z, dec={},
+                                silhouette_pre=sil_pre, silhouette_post={}, accuracy={}, pretrain_loss=losses)
+    return rerun_clustering_phase(pretrained, ks, epochs=dec_epochs, batch_size=batch_size, gamma=gamma, lr=lr,
+                                  seed=seed, device=device, stop=stop, tol=tol, loss_tol=loss_tol, patience=patience)
+
+
+def rerun_clustering_phase(result: ScenarioResult, ks=None, **fit_options) -> ScenarioResult:
+    """The clustering phase of a simulated data set run again from the same pre-trained autoencoder, e.g. under
+    another stopping rule (``fit_options`` go to :func:`fit_dec`: ``stop``, ``tol``, ``epochs``, …). ``ks``: the
+    K to fit (default: those of ``result``). Returns a new :class:`ScenarioResult` that shares the simulation,
+    the pre-training and the silhouettes before the phase, with DEC, the silhouettes after it and the accuracy
+    recomputed; ``result`` is not changed."""
+    ks = list(result.silhouette_pre if ks is None else ks)
+    if not ks:
+        raise ClusteringError("ks is empty: give the numbers of clusters to fit, e.g. ks=[2, 3, 4].")
+    x = result.sim.unit
     dec, sil_post, acc = {}, {}, {}
     for k in ks:
-        res = fit_dec(ae, x, k, epochs=dec_epochs, batch_size=batch_size, gamma=gamma, lr=lr, seed=seed,
-                      device=device, desc=f"DEC {scenario} K={k_true} fit K={k}", stop=stop, tol=tol,
-                      loss_tol=loss_tol, patience=patience)
+        res = fit_dec(result.autoencoder, x, k, desc=f"DEC {result.scenario} K={result.k_true} fit K={k}",
+                      **fit_options)
         dec[k] = res
         sil_post[k] = silhouette(res.embedding, res.labels)
-        acc[k] = cluster_accuracy(sim.labels, res.labels)
-    return ScenarioResult(scenario=scenario, k_true=k_true, sim=sim, autoencoder=ae, embedding=z, dec=dec,
-                          silhouette_pre=sil_pre, silhouette_post=sil_post, accuracy=acc, pretrain_loss=losses)
+        acc[k] = cluster_accuracy(result.sim.labels, res.labels)
+    return replace(result, dec=dec, silhouette_post=sil_post, accuracy=acc)
 
 
 def dec_on_digits(channels=(32, 64, 128), latent_dim: int = 10, pretrain_epochs: int = 30, dec_epochs: int = 30,
