@@ -1,10 +1,10 @@
 """Run every notebook in ``notebooks/`` in order with papermill and print a summary of the recorded metrics.
 
     python -m helpers.runner                 # default parameters → outputs/<stem>/
-    python -m helpers.runner --smoke         # SMOKE=True everywhere
+    python -m helpers.runner --smoke         # SMOKE=True everywhere → outputs/smoke/<stem>/
     python -m helpers.runner 01 03           # only notebooks whose name starts with 01 or 03
     python -m helpers.runner --smoke --update-expected   # `make expected`: record the smoke references
-    python -m helpers.runner --seed 1 --output outputs/seeds/seed1   # a default run at another seed
+    python -m helpers.runner --seed 1        # a default run at another seed → outputs/seeds/seed1/<stem>/
     python -m helpers.runner --record-seeds                # `make seeds`' last step: the seed study → tests/expected/
 
 The smoke references in ``tests/expected/<stem>.json`` are every number a SMOKE run records (run times aside);
@@ -152,6 +152,16 @@ def seed_run_dir(output_root: Path, seed: int) -> Path:
     return Path(output_root) if seed == 0 else Path(output_root) / "seeds" / f"seed{seed}"
 
 
+def default_output_root(smoke: bool = False, seed: int | None = None, record_seeds: bool = False) -> Path:
+    """Where a run writes when no ``--output`` is given: the default run at seed 0 in outputs/, a smoke run in
+    outputs/smoke/, a default run at another seed in outputs/seeds/seed<k>/ (where the seed study reads it), so a
+    smoke or other-seed run never replaces the default run's outputs."""
+    root = ROOT / "outputs"
+    if record_seeds:
+        return root
+    return seed_run_dir(root / "smoke" if smoke else root, seed or 0)
+
+
 def _spread_range(values: list) -> list:
     """[min − half the spread, max + half the spread] of one number over the seeds (elementwise for lists)."""
     if isinstance(values[0], list):
@@ -267,7 +277,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("select", nargs="*", help="notebook name prefixes (default: all)")
     parser.add_argument("--smoke", action="store_true", help="run with SMOKE=True")
-    parser.add_argument("--output", default=str(ROOT / "outputs"), help="output root (default: outputs/)")
+    parser.add_argument("--output", default=None,
+                        help="output root (default: outputs/ for the default run at seed 0, outputs/smoke/ with "
+                             "--smoke, outputs/seeds/seed<k>/ with --seed k, so no run overwrites another's outputs)")
     parser.add_argument("--update-expected", action="store_true",
                         help="with --smoke: record each run's metrics as its reference in tests/expected/")
     parser.add_argument("--seed", type=int, default=None, help="run at this SEED (default: the notebooks' own, 0)")
@@ -278,6 +290,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.update_expected and not args.smoke:
         parser.error("--update-expected records smoke references; add --smoke")
+    if args.output is None:
+        args.output = str(default_output_root(args.smoke, args.seed, args.record_seeds))
     if args.record_seeds:
         for path in record_seed_study(Path(args.output), tuple(args.seeds)):
             print(f"seed study written: {path.relative_to(ROOT)}")

@@ -207,3 +207,13 @@ def test_default_checks_read_nested_lists_element_by_element():
     problems = runner.check_default_run({"confusion": [[9, 1], [4, 7]]}, default)
     assert len(problems) == 1 and problems[0].startswith("confusion = ")
     assert runner.check_default_run({"confusion": [[9, 1]]}, default)          # a missing row is a problem too
+
+
+def test_smoke_and_other_seed_runs_never_default_to_the_default_runs_folder():
+    outputs = runner.ROOT / "outputs"
+    assert runner.default_output_root() == outputs
+    assert runner.default_output_root(seed=0) == outputs
+    assert runner.default_output_root(smoke=True) == outputs / "smoke"
+    assert runner.default_output_root(seed=2) == outputs / "seeds" / "seed2"
+    assert runner.default_output_root(smoke=True, seed=1) == outputs / "smoke" / "seeds" / "seed1"
+    assert runner.default_output_root(seed=1, record_seeds=True) == outputs     # the study reads every seed from there
