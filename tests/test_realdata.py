@@ -82,12 +82,20 @@ def test_state_dict_mapping_refuses_other_architectures():
         models.map_state_dict_by_order(a, {"x": torch.zeros(3, 3)})
 
 
-def test_simulated_stains_sit_in_the_real_range(repo_data_dir):
-    """Hematoxylin/eosin optical densities of simulated tissue lie within the span of three real H&E images."""
+def test_simulated_stains_measured_against_the_real_range(repo_data_dir):
+    """Hematoxylin/eosin optical densities of simulated tissue beside the span of three real H&E images.
+
+    Strictly, both simulated medians lie outside the real span (hematoxylin below it, eosin above it), as notebook 01
+    prints and records (its claim ``stain_within_real_range`` fails); pinned here so that a recalibration of the
+    simulator shows up. The 95th percentiles lie inside. Every statistic stays within 30 % of the span's ends: a
+    guard against the calibration drifting further, not a claim that the stains are realistic."""
     real = [tissue.stain_statistics([bundled.load_real_he(repo_data_dir, n)]) for n in ("histo.jpg", "target_image.png")]
     cmu = bundled.load_real_he(repo_data_dir)
     real.append(tissue.stain_statistics([cmu], [tissue.tissue_mask_from_rgb(cmu)]))
     sim = tissue.stain_statistics([histology.render_grade_patch(i, g, size=96).rgb for i, g in enumerate(formats.GRADES[1:] * 3)])
-    for key in ("h_median", "h_p95", "e_median", "e_p95"):
-        lo, hi = min(r[key] for r in real), max(r[key] for r in real)
+    span = {key: (min(r[key] for r in real), max(r[key] for r in real)) for key in ("h_median", "h_p95", "e_median", "e_p95")}
+    inside = {key: lo <= sim[key] <= hi for key, (lo, hi) in span.items()}
+    assert inside == {"h_median": False, "h_p95": True, "e_median": False, "e_p95": True}, (sim, span)
+    assert sim["h_median"] < span["h_median"][0] and sim["e_median"] > span["e_median"][1]
+    for key, (lo, hi) in span.items():
         assert 0.7 * lo <= sim[key] <= 1.3 * hi, (key, sim[key], lo, hi)
