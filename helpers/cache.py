@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .env import check_data_dir
+from .env import check_data_dir, configuration
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -93,10 +93,12 @@ def _canonical(config) -> dict:
 def source_fingerprint(*modules) -> str:
     """A short hash of the source code of ``modules``. Caches put it in their config, so that an artefact built
     by other code (an older commit, a local edit) is rebuilt instead of being reused under the same settings
-    with other numbers."""
+    with other numbers, or by other numeric kernels (:func:`helpers.env.configuration`)."""
     import inspect
 
     digest = hashlib.sha256()
+    # the bits also depend on which kernels computed them: the numeric mode, the platform and the library versions
+    digest.update(json.dumps(configuration(), sort_keys=True).encode())
     for module in modules:
         digest.update(module.__name__.encode())
         digest.update(inspect.getsource(module).encode())

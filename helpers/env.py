@@ -1,14 +1,26 @@
-"""The environment of a run: device selection, seeding/determinism, the version report every notebook prints, and
-the checks of the folders a notebook is given (``DATA_DIR``, ``OUTPUT_DIR``)."""
+"""The environment of a run: device selection, seeding/determinism, the numeric mode (which CPU kernels compute),
+the version report every notebook prints, and the checks of the folders a notebook is given (``DATA_DIR``,
+``OUTPUT_DIR``).
+
+Numeric mode. The same seed gives the same numbers on one machine, but the fast CPU kernels of MKL, oneDNN,
+OpenBLAS, numpy and torch pick their code path (and their order of summation) by processor, by cache size and by
+thread count, so a network trained on another processor ends up elsewhere (measured: benchmarks/numeric_modes.py).
+``"portable"`` (the default on x86-64) pins every one of those choices — MKL's AVX2 path in its strict
+reproducibility mode, torch's AVX2 kernels without oneDNN, OpenBLAS's Haswell kernels, numpy without its AVX-512
+loops, two threads everywhere — so that any x86-64 machine with AVX2 computes the same bits. ``"native"`` lets each
+library take the fastest path of the machine (the only choice on arm64 / macOS and on GPUs). Choose with
+``XAI_NUMERIC_MODE`` in the environment that starts Python, or ``setup(numeric_mode=...)``. Some settings are read
+once, when numpy or torch first load their kernels: the runner and the ``xai-medimg`` kernel set them before that;
+``setup`` applies the rest and warns about anything it could not pin.
+"""
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import platform
 import random
 from pathlib import Path
-
-import numpy as np
 
 _REPORTED_PACKAGES = (
     "numpy", "scipy", "torch", "torchvision", "timm", "captum", "pytorch_grad_cam", "lime", "sklearn",
@@ -38,6 +50,7 @@ def select_device(device: str = "auto"):
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
     """Seed python, numpy and torch; with ``deterministic`` also ask torch for deterministic kernels."""
+    import numpy as np
     import torch
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -66,18 +79,194 @@ def versions() -> dict[str, str]:
     return found
 
 
-def setup(seed: int = 0, device: str = "auto", deterministic: bool = True, verbose: bool = True):
-    """Seed everything, choose the device and print the environment report; returns the torch device."""
+# ------------------------------------------------------------------------------------------ numeric mode
+NUMERIC_MODES = ("portable", "native")
+NUMERIC_MODE_VARIABLE = "XAI_NUMERIC_MODE"
+# one count on every machine: torch's reductions and OpenBLAS's products split their work by thread count
+PORTABLE_THREADS = 2
+# numpy's AVX-512 loops (exp, log, sorting …) round differently from its AVX2 ones; disabling a feature the processor
+# lacks is harmless, so one list serves every x86-64 machine
+_NUMPY_AVX512 = ("AVX512F", "AVX512CD", "AVX512_KNL", "AVX512_KNM", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL",
+                 "AVX512_ICL", "AVX512_SPR")
+
+
+def is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def numeric_mode(requested: str | None = None) -> str:
+    """The numeric mode in force: ``requested``, else ``$XAI_NUMERIC_MODE``, else "portable" on x86-64 and
+    "native" elsewhere."""
+    mode = requested or os.environ.get(NUMERIC_MODE_VARIABLE) or ("portable" if is_x86_64() else "native")
+    mode = str(mode).strip().lower()
+    if mode not in NUMERIC_MODES:
+        raise ValueError(f"numeric mode {mode!r} (from {'the argument' if requested else NUMERIC_MODE_VARIABLE}) is "
+                         f"not one of {NUMERIC_MODES}; use 'portable' (same bits on every x86-64 machine) or 'native'.")
+    if mode == "portable" and not is_x86_64():
+        raise ValueError(f"numeric mode 'portable' pins x86-64 kernels, but this is {platform.machine()}; set "
+                         f"{NUMERIC_MODE_VARIABLE}=native (numbers are then compared within the measured tolerance).")
+    return mode
+
+
+def numeric_environment(mode: str | None = None) -> dict[str, str]:
+    """The environment variables of ``mode`` that the libraries read when they load (set them before Python starts,
+    or before the first numpy / torch import). "native" sets only the mode's own name."""
+    mode = numeric_mode(mode)
+    variables = {NUMERIC_MODE_VARIABLE: mode}
+    if mode == "portable":
+        threads = str(PORTABLE_THREADS)
+        variables.update({
+            "MKL_CBWR": "AVX2,STRICT",        # MKL: its AVX2 path on every CPU, products independent of thread count
+            "ATEN_CPU_CAPABILITY": "avx2",    # torch's own vectorised kernels
+            "NPY_DISABLE_CPU_FEATURES": " ".join(_NUMPY_AVX512),
+            # numpy's and scipy's OpenBLAS: Haswell (AVX2) kernels; a machine that sets OPENBLAS_CORETYPE itself (some
+            # processors need it for correct results with older builds) keeps its own value
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "Haswell"),
+            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+        })
+    return variables
+
+
+def apply_numeric_mode(mode: str | None = None, threads: bool = True) -> dict:
+    """Put ``mode`` into effect in this process as far as it still can be, and report what is in effect.
+
+    Sets the mode's environment variables (read by libraries not loaded yet), then torch's run-time switches
+    (oneDNN off in "portable", and with ``threads`` the thread count of torch and of the BLAS libraries). Returns
+    ``{"mode", "in_effect", "not_pinned"}``; ``not_pinned`` lists what was loaded earlier with other settings (a
+    warning says how to start Python with the mode set)."""
+    import warnings
+
     import torch
 
+    mode = numeric_mode(mode)
+    variables = numeric_environment(mode)
+    os.environ.update(variables)
+    not_pinned = []
+    in_effect = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if mode == "portable":
+        # without oneDNN, convolutions and products go through MKL, whose strict mode gives the same bits everywhere
+        torch.backends.mkldnn.enabled = False
+        if threads:
+            torch.set_num_threads(PORTABLE_THREADS)
+            try:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(PORTABLE_THREADS)
+            except ImportError:
+                pass
+        if in_effect["torch_cpu_capability"] != "AVX2":
+            not_pinned.append(f"torch kernels are {in_effect['torch_cpu_capability']}, not AVX2")
+    in_effect.update(_numeric_state())
+    if mode == "portable":
+        if in_effect["numpy_avx512"]:
+            not_pinned.append("numpy was imported with its AVX-512 loops")
+        wrong_core = [c for c in in_effect["openblas_core"] if c != variables["OPENBLAS_CORETYPE"]]
+        if wrong_core:
+            not_pinned.append(f"OpenBLAS runs {', '.join(sorted(set(wrong_core)))} kernels")
+    if not_pinned:
+        warnings.warn(f"numeric mode 'portable' is not fully in effect: {'; '.join(not_pinned)} (these are chosen when "
+                      "the library loads). Numbers may differ from the recorded ones in the last digits and, after "
+                      "training, more. Run the notebook with the 'Python (xai-medimg)' kernel or `python -m "
+                      "helpers.runner`, or start Python with the mode's variables (`eval \"$(python -m helpers.env "
+                      "--export)\"`).", RuntimeWarning, stacklevel=2)
+    return {"mode": mode, "in_effect": in_effect, "not_pinned": not_pinned}
+
+
+def _numeric_state() -> dict:
+    """Which kernels the already-loaded libraries use: thread counts, numpy's AVX-512 loops, OpenBLAS core types."""
+    import torch
+
+    state = {"torch_threads": torch.get_num_threads(), "onednn": bool(torch.backends.mkldnn.enabled),
+             "numpy_avx512": None, "openblas_core": []}
+    try:
+        import numpy as np
+
+        features = np._core._multiarray_umath.__cpu_features__
+        state["numpy_avx512"] = any(features.get(name) for name in _NUMPY_AVX512)
+    except AttributeError:     # another numpy layout: report nothing rather than guess
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        state["openblas_core"] = [str(i.get("architecture")) for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    except ImportError:
+        pass
+    return state
+
+
+def configuration(mode: str | None = None) -> dict:
+    """What decides the bits of a run, for comparing a run with a reference: the numeric mode, the platform and the
+    versions of the numeric libraries. In "portable" mode the processor is left out on purpose (it does not matter);
+    in "native" mode it is part of the configuration."""
+    return dict(_configuration(numeric_mode(mode)))
+
+
+@functools.lru_cache(maxsize=None)
+def _configuration(mode: str) -> tuple:
+    return tuple(_find_configuration(mode).items())
+
+
+def _find_configuration(mode: str) -> dict:
+    import importlib.metadata as md
+
+    found = {"numeric_mode": mode, "system": platform.system(), "machine": platform.machine()}
+    for name in ("numpy", "scipy", "torch", "torchvision", "scikit-learn", "scikit-image", "timm"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = "missing"
+    if mode == "native":
+        found["processor"] = _processor_name()
+        found["threads"] = os.cpu_count()
+    return found
+
+
+def _processor_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def setup(seed: int = 0, device: str = "auto", deterministic: bool = True, verbose: bool = True,
+          numeric_mode: str | None = None):
+    """Seed everything, put the numeric mode into effect, choose the device and print the environment report;
+    returns the torch device."""
+    import torch
+
+    numeric = apply_numeric_mode(numeric_mode)
     seed_everything(seed, deterministic)
     dev = select_device(device)
     if verbose:
         info = versions()
+        state = numeric["in_effect"]
         print(f"device: {dev}  (requested {device!r}); seed: {seed}; torch threads: {torch.get_num_threads()}")
+        print(f"numeric mode: {numeric['mode']}  (torch {state['torch_cpu_capability']} kernels, oneDNN "
+              f"{'on' if state['onednn'] else 'off'}, OpenBLAS {'/'.join(sorted(set(state['openblas_core']))) or '?'}, "
+              f"numpy AVX-512 loops {'on' if state['numpy_avx512'] else 'off'})")
         print(f"platform: {platform.platform()}  cpu count: {os.cpu_count()}")
         print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     return dev
+
+
+def _main(argv=None) -> int:
+    """``python -m helpers.env --export``: the mode's variables as shell exports; ``python -m helpers.env kernel -f
+    FILE``: start an IPython kernel with them set before numpy or torch load (the ``xai-medimg`` kernelspec)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--export"]:
+        for name, value in numeric_environment().items():
+            print(f"export {name}='{value}'")
+        return 0
+    if args[:1] == ["kernel"]:
+        os.environ.update(numeric_environment())
+        os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *args[1:]])
+    print("usage: python -m helpers.env --export | kernel -f CONNECTION_FILE", file=sys.stderr)
+    return 2
 
 
 # ------------------------------------------------------------------------------------------ folders
@@ -107,3 +296,7 @@ def check_data_dir(data_dir) -> Path:
     cache_root = root / "cache"
     cache_root.mkdir(exist_ok=True)
     return cache_root
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

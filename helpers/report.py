@@ -93,13 +93,16 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ claims
-def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dict | None = None) -> bool:
+def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dict | None = None,
+          effect=None) -> bool:
     """Record one claim of the paper as a verdict of this run.
 
     ``metrics.json`` gets ``claim_<name>`` (true when the claim reproduces here) and every number of
     ``evidence`` (metric name → value) that the verdict rests on; ``claims.json`` keeps the row (statement, the
     paper's value, this run's value as text) for :func:`claims_table`. ``here`` is meant to be an f-string of
-    the evidence, so that no number in the table is typed by hand."""
+    the evidence, so that no number in the table is typed by hand. ``effect`` (optional) is the signed size of the
+    effect the claim is about, positive in the paper's direction (e.g. a difference of means, a correlation):
+    recorded as ``effect_<name>``, it lets the seed study tell "same direction, not decided" from "flips"."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"claim name {name!r} must be a short identifier such as 'gradcam_best' "
                          "(it becomes the metric claim_<name>).")
@@ -107,6 +110,8 @@ def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dic
         raise TypeError(f"claim {name!r}: holds must be True or False (the verdict), got {type(holds).__name__}; "
                         "compare the evidence with the paper's statement to get one.")
     evidence = dict(evidence or {})
+    if effect is not None:
+        evidence[f"effect_{name}"] = effect
     for key, value in evidence.items():
         record(key, value)
     verdict = bool(record(f"claim_{name}", bool(holds)))
@@ -126,16 +131,19 @@ def claims(output_dir_path=None) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def seed_verdicts(notebook: str) -> dict:
-    """Verdicts of each claim over the seeds of the recorded seed study (``make seeds``), from
-    ``tests/expected/<notebook>.json``: claim name → list of verdicts (one per seed). Empty when the file or
-    the study is missing (e.g. helpers installed without the repository)."""
+def _seed_study(notebook: str) -> dict:
+    """The default section of ``tests/expected/<notebook>.json`` (``make seeds``); empty when the file or the study is
+    missing (e.g. helpers installed without the repository)."""
     path = Path(__file__).resolve().parent.parent / "tests" / "expected" / f"{notebook}.json"
     if not path.exists():
         return {}
-    seeds = json.loads(path.read_text()).get("default", {}).get("seeds", {})
+    return json.loads(path.read_text()).get("default", {})
+
+
+def seed_verdicts(notebook: str) -> dict:
+    """Verdicts of each claim over the seeds of the recorded seed study: claim name → list (one per seed)."""
     verdicts: dict = {}
-    for metrics in seeds.values():
+    for metrics in _seed_study(notebook).get("seeds", {}).values():
         for key, value in metrics.items():
             if key.startswith("claim_"):
                 verdicts.setdefault(key[len("claim_"):], []).append(bool(value))
@@ -144,12 +152,14 @@ def seed_verdicts(notebook: str) -> dict:
 
 def claims_table(notebook: str | None = None):
     """The paper-vs-here table of the recorded claims (a pandas DataFrame): statement, the paper's value, this
-    run's value and the verdict. With ``notebook`` (its file stem) a column gives the verdicts of the recorded
-    seed study (default runs at seeds 0, 1, 2); a claim whose verdict differs between seeds is called unstable."""
+    run's value and the verdict. With ``notebook`` (its file stem) two columns compare with the recorded seed
+    study: its label of the claim (holds / fails / same direction, not decided / flips, with how many seeds held)
+    and whether this run's verdict is one the seeds gave. :func:`seed_study_note` says where the study was made."""
     import pandas as pd
 
     rows = claims()
     study = seed_verdicts(notebook) if notebook else {}
+    labels = _seed_study(notebook).get("claims", {}) if notebook else {}
     table = pd.DataFrame({
         "claim": [r["statement"] for r in rows],
         "paper": [r["paper"] for r in rows],
@@ -157,23 +167,56 @@ def claims_table(notebook: str | None = None):
         "verdict": [VERDICTS[r["holds"]] for r in rows],
     }, index=pd.Index([r["name"] for r in rows], name="claim_"))
     if study:
-        table["over the seed study"] = [seed_verdict(study.get(r["name"], [])) for r in rows]
+        table["over the seed study"] = [seed_verdict(study.get(r["name"], []), labels.get(f"claim_{r['name']}"))
+                                        for r in rows]
+        table["this run vs the seeds"] = [
+            "not studied" if not study.get(r["name"]) else
+            "a verdict the seeds gave" if r["holds"] in study[r["name"]] else "differs from every seed"
+            for r in rows]
     return table
 
 
-def seed_verdict(verdicts: list) -> str:
-    """'holds' / 'fails' when every seed agrees, 'unstable' when they differ, 'not studied' when empty."""
+def seed_verdict(verdicts: list, label: str | None = None) -> str:
+    """The seed study's label of a claim with how many seeds held it ("not studied" without seeds); without a
+    recorded label: holds / fails when every seed agrees, flips otherwise."""
     if not verdicts:
         return "not studied"
-    if all(verdicts):
-        return f"holds at all {len(verdicts)}"
-    if not any(verdicts):
-        return f"fails at all {len(verdicts)}"
-    return f"unstable ({sum(verdicts)} of {len(verdicts)} hold)"
+    label = label or ("holds" if all(verdicts) else "fails" if not any(verdicts) else "flips")
+    return f"{label} ({sum(verdicts)} of {len(verdicts)} seeds hold)"
+
+
+def seed_study_note(notebook: str) -> str:
+    """One Markdown sentence: where the seed study was recorded (numeric mode, platform, library versions) and how
+    this run's configuration compares, so a reader knows whether to expect the study's seed-0 numbers exactly."""
+    from .env import configuration
+
+    study = _seed_study(notebook)
+    if not study.get("seeds"):
+        return "No seed study is recorded for this notebook (`make seeds`)."
+    recorded = study.get("configuration")
+    here = configuration()
+    n = len(study["seeds"])
+    if not recorded:
+        return (f"The seed study ({n} seeds) does not say in which configuration it was recorded; compare with care. "
+                f"This run: {_describe(here)}.")
+    if recorded == here:
+        return (f"The seed study ({n} seeds) was recorded in this run's configuration ({_describe(recorded)}): at "
+                "seed 0 this run's numbers equal the study's seed-0 numbers exactly.")
+    differs = sorted(k for k in set(recorded) | set(here) if recorded.get(k) != here.get(k))
+    return (f"The seed study ({n} seeds) was recorded in {_describe(recorded)}; this run differs in "
+            + ", ".join(f"{k} ({here.get(k)} here, {recorded.get(k)} there)" for k in differs)
+            + ": its numbers can differ from the study's seed-0 run (after training, by more than rounding); the "
+            "verdicts should be ones the seeds gave.")
+
+
+def _describe(configuration: dict) -> str:
+    names = ("numeric_mode", "system", "machine", "torch", "numpy")
+    return "numeric mode " + ", ".join(str(configuration.get(k)) for k in names if configuration.get(k))
 
 
 def claims_summary(notebook: str | None = None) -> str:
-    """One Markdown sentence naming which claims reproduce, which do not, and which are unstable across seeds."""
+    """One Markdown sentence naming which claims reproduce, which do not, and which flip across seeds, followed
+    (with ``notebook``) by where the seed study was recorded."""
     rows = claims()
     study = seed_verdicts(notebook) if notebook else {}
     unstable = [r["name"] for r in rows if len(set(study.get(r["name"], []))) > 1]
@@ -184,4 +227,5 @@ def claims_summary(notebook: str | None = None) -> str:
     if study:
         parts.append(f"{len(unstable)} change verdict between the seeds of the study (`make seeds`)"
                      + (f" ({', '.join(unstable)})" if unstable else ""))
-    return "; ".join(parts) + "."
+    text = "; ".join(parts) + "."
+    return text + (" " + seed_study_note(notebook) if notebook else "")

@@ -6,6 +6,7 @@
     python -m helpers.runner --smoke --update-expected   # `make expected`: record the smoke references
     python -m helpers.runner --seed 1        # a default run at another seed → outputs/seeds/seed1/<stem>/
     python -m helpers.runner --record-seeds                # `make seeds`' last step: the seed study → tests/expected/
+    python -m helpers.runner --record-tolerances           # `make tolerances`: spread over other numeric configurations
 
 The smoke references in ``tests/expected/<stem>.json`` are every number a SMOKE run records (run times aside);
 the regression test compares each run with them. Regenerating them is a deliberate act: review the diff.
@@ -19,7 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from . import env
+
 ROOT = Path(__file__).resolve().parent.parent
+# beside metrics.json: the numeric mode, platform and library versions the run was made with (helpers.env)
+CONFIGURATION_FILE = "configuration.json"
 EXPECTED = ROOT / "tests" / "expected"
 # The smoke references are compared at this relative tolerance (and 1e-12 absolute). Measured: two SMOKE runs
 # on one machine, with the caches cold (everything built) and warm (everything loaded), record identical
@@ -44,24 +49,33 @@ KERNEL_NAME = "xai-medimg"
 KERNEL_DISPLAY_NAME = "Python (xai-medimg)"
 
 
+def kernel_argv() -> list[str]:
+    """The command of the ``xai-medimg`` kernel: this environment's Python, through ``helpers.env``'s launcher, which
+    sets the numeric mode's variables before numpy or torch load (``XAI_NUMERIC_MODE`` chooses the mode)."""
+    return [sys.executable, "-m", "helpers.env", "kernel", "-f", "{connection_file}"]
+
+
 def ensure_kernel() -> str:
     """The notebooks' kernel, ``xai-medimg``: this environment's Python. Its kernelspec is written into this
     environment (``sys.prefix/share/jupyter/kernels``, as ``python -m ipykernel install --sys-prefix`` does) when it is
-    missing or points at another Python, so that JupyterLab and papermill open the notebooks on the environment that
-    has the project installed, never on whichever ``python3`` a JupyterHub offers."""
-    import sys
-
+    missing, points at another Python or starts without the numeric-mode launcher, so that JupyterLab and papermill
+    open the notebooks on the environment that has the project installed, never on whichever ``python3`` a JupyterHub
+    offers, and with the numbers pinned (helpers.env, "numeric mode")."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
         spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        if Path(spec.argv[0]).absolute() == Path(sys.executable).absolute():   # this very environment
+        if Path(spec.argv[0]).absolute() == Path(sys.executable).absolute() and spec.argv == kernel_argv():
             return KERNEL_NAME
     except NoSuchKernel:
         pass
     from ipykernel.kernelspec import install
 
-    install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
+    folder = Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix))
+    spec_file = folder / "kernel.json"
+    kernel = json.loads(spec_file.read_text())
+    kernel["argv"] = kernel_argv()
+    spec_file.write_text(json.dumps(kernel, indent=1) + "\n")
     return KERNEL_NAME
 
 
@@ -78,73 +92,182 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
     started = time.perf_counter()
     # the kernel inherits this process's environment: a MPLBACKEND=Agg set for headless tests would keep every
     # figure out of the executed notebook (and so out of the book); the inline backend embeds them
-    saved = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # The numeric mode's variables go to the kernel too (its launcher sets them again from XAI_NUMERIC_MODE).
+    kernel_environment = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", **env.numeric_environment()}
+    saved = {name: os.environ.get(name) for name in kernel_environment}
+    os.environ.update(kernel_environment)
     try:
         pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
                             kernel_name=ensure_kernel(), progress_bar=False, log_output=False)
     finally:
-        if saved is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    (out_dir / CONFIGURATION_FILE).write_text(json.dumps(env.configuration(), indent=1) + "\n")
     return out_dir, time.perf_counter() - started
 
 
-def smoke_reference(metrics: dict) -> dict:
-    """The smoke section of an expected file for one run's metrics: every value, the run times listed apart."""
+def smoke_reference(metrics: dict, configuration: dict | None = None) -> dict:
+    """The smoke section of an expected file for one run's metrics: every value, the run times listed apart, and the
+    configuration (numeric mode, platform, library versions) the values are exact for."""
     return {
         "about": "Every number a SMOKE run records, compared by tests/test_notebooks.py at rel_tol (ints, booleans "
-                 "and list lengths exactly). Regenerate on purpose with `make expected` and review the diff.",
+                 "and list lengths exactly) when the run's configuration is this one, and within 'tolerances' (the "
+                 "spread measured over other configurations, `make tolerances`) otherwise. Regenerate on purpose "
+                 "with `make expected` and review the diff.",
+        "configuration": dict(configuration or env.configuration()),
         "rel_tol": SMOKE_REL_TOL, "abs_tol": SMOKE_ABS_TOL,
         "values": {k: v for k, v in sorted(metrics.items()) if not is_timing(k)},
         "timings": sorted(k for k in metrics if is_timing(k)),
     }
 
 
-def compare_with_reference(metrics: dict, reference: dict) -> list[str]:
-    """Differences between a run's metrics and a smoke reference (empty list: the run reproduces it)."""
+def is_reference_configuration(reference: dict, configuration: dict | None = None) -> bool:
+    """True when a run made in ``configuration`` (default: this process's) must reproduce ``reference`` exactly."""
+    return dict(configuration or env.configuration()) == reference.get("configuration")
+
+
+def compare_with_reference(metrics: dict, reference: dict, configuration: dict | None = None) -> list[str]:
+    """Differences between a run's metrics and a smoke reference (empty list: the run reproduces it).
+
+    In the reference's configuration every number must be equal (rel_tol). In another one (another numeric mode,
+    processor, platform or library version) each number may move by the spread measured over other configurations
+    (``reference["tolerances"]``: an absolute margin per number, or the set of values seen for verdicts and counts);
+    a number without a measured spread must still be equal."""
+    exact = configuration is None and "configuration" not in reference or \
+        is_reference_configuration(reference, configuration)
     rel, abs_ = float(reference.get("rel_tol", SMOKE_REL_TOL)), float(reference.get("abs_tol", SMOKE_ABS_TOL))
+    spread = {} if exact else reference.get("tolerances", {}).get("numbers", {})
     expected = reference.get("values", {})
     problems = [f"{name} is recorded but has no reference (new metric? run `make expected`)"
                 for name in sorted(set(metrics) - set(expected)) if not is_timing(name)]
     problems += [f"{name} was not recorded" for name in sorted(set(expected) - set(metrics))]
     problems += [f"run time {name} was not recorded" for name in reference.get("timings", []) if name not in metrics]
     for name in sorted(set(expected) & set(metrics)):
-        why = _differs(metrics[name], expected[name], rel, abs_)
+        why = _differs(metrics[name], expected[name], rel, abs_, spread.get(name))
         if why:
-            problems.append(f"{name}: {why}")
+            problems.append(f"{name}: {why}" + ("" if exact else " (beyond the spread measured over configurations)"))
     return problems
 
 
-def _differs(got, want, rel, abs_) -> str | None:
+def _differs(got, want, rel, abs_, tolerance=None) -> str | None:
+    """Why ``got`` differs from ``want``; ``tolerance``: None (exact), an absolute margin, a list of values seen
+    (verdicts, counts) or, for lists, one of these per element."""
     import math
 
     if isinstance(want, list) or isinstance(got, list):
         if not (isinstance(want, list) and isinstance(got, list)) or len(got) != len(want):
             return f"{_short(got)} where the reference has {_short(want)}"
-        for i, (g, w) in enumerate(zip(got, want)):
-            why = _differs(g, w, rel, abs_)
+        per_element = tolerance if isinstance(tolerance, list) and len(tolerance) == len(want) else [None] * len(want)
+        for i, (g, w, t) in enumerate(zip(got, want, per_element)):
+            why = _differs(g, w, rel, abs_, t)
             if why:
                 return f"element {i}: {why}"
         return None
+    if isinstance(tolerance, dict) and "seen" in tolerance:
+        return None if got in tolerance["seen"] and type(got) is type(want) else \
+            f"{got!r}, reference {want!r} (seen over configurations: {tolerance['seen']})"
     if isinstance(want, bool) or isinstance(got, bool) or isinstance(want, int) and isinstance(got, int):
         return None if got == want and type(got) is type(want) else f"{got!r}, reference {want!r}"
     if isinstance(got, (int, float)) and isinstance(want, (int, float)):
-        return None if math.isclose(got, want, rel_tol=rel, abs_tol=abs_) else f"{got!r}, reference {want!r}"
+        margin = max(abs_, float(tolerance)) if isinstance(tolerance, (int, float)) else abs_
+        return None if math.isclose(got, want, rel_tol=rel, abs_tol=margin) else f"{got!r}, reference {want!r}" + (
+            f" ± {margin:.3g}" if margin > abs_ else "")
     return None if got == want else f"{got!r}, reference {want!r}"
+
+
+def measured_spread(reference_values: dict, runs: dict) -> dict:
+    """Per number, how far the runs of other configurations (label → metrics) moved from the reference: the largest
+    absolute difference for real numbers, the values seen for verdicts and counts (per element for lists). Numbers
+    that never moved get no entry (they stay exact)."""
+    spread = {}
+    for name, want in reference_values.items():
+        got = [m[name] for m in runs.values() if name in m]
+        found = _spread_of(want, got)
+        if found is not None:
+            spread[name] = found
+    return spread
+
+
+def _spread_of(want, got: list):
+    if isinstance(want, list):
+        if any(not isinstance(g, list) or len(g) != len(want) for g in got):
+            return None
+        parts = [_spread_of(w, [g[i] for g in got]) for i, w in enumerate(want)]
+        return None if all(p is None for p in parts) else parts
+    if isinstance(want, bool) or isinstance(want, int):
+        seen = sorted({want, *got}, key=lambda v: (str(type(v)), v))
+        return None if seen == [want] else {"seen": seen}
+    if isinstance(want, float):
+        moved = max((abs(g - want) for g in got if isinstance(g, (int, float))), default=0.0)
+        return moved if moved > 0 else None
+    return None
 
 
 def update_expected(stem: str, metrics: dict) -> Path:
     """Write the smoke section of ``tests/expected/<stem>.json`` from a SMOKE run (other sections kept)."""
     path = EXPECTED / f"{stem}.json"
     expected = json.loads(path.read_text()) if path.exists() else {}
-    expected["smoke"] = smoke_reference(metrics)
+    expected["smoke"] = smoke_reference(metrics)     # new values: the spread is measured again (`make tolerances`)
     path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
     return path
 
 
-SEEDS = (0, 1, 2)
+# Other configurations whose smoke runs give the tolerances (`make tolerances`): the native mode as the machine
+# offers it, on one thread, and with MKL, oneDNN and torch held to AVX2 as on a processor without AVX-512.
+TOLERANCE_CONFIGURATIONS = {
+    "native": {"XAI_NUMERIC_MODE": "native"},
+    "native-1-thread": {"XAI_NUMERIC_MODE": "native", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    "native-avx2": {"XAI_NUMERIC_MODE": "native", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
+
+def record_tolerances(output_root: Path, selection=(), configurations=None) -> list[Path]:
+    """Run the smoke notebooks under each of ``configurations`` (label → environment variables) and write, into
+    each expected file, the spread of every number around the smoke reference (see :func:`measured_spread`)."""
+    configurations = configurations or TOLERANCE_CONFIGURATIONS
+    runs: dict = {}
+    for label, variables in configurations.items():
+        saved = {name: os.environ.get(name) for name in variables}
+        os.environ.update(variables)
+        try:
+            for nb in notebooks(selection):
+                print(f"running {nb.name} in configuration {label} …", flush=True)
+                out_dir, _ = run_notebook(nb, Path(output_root) / label, smoke=True)
+                runs.setdefault(nb.stem, {})[label] = {
+                    "metrics": json.loads((out_dir / "metrics.json").read_text()),
+                    "configuration": json.loads((out_dir / CONFIGURATION_FILE).read_text()),
+                    "variables": variables}
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    written = []
+    for stem, found in runs.items():
+        path = EXPECTED / f"{stem}.json"
+        expected = json.loads(path.read_text())
+        smoke = expected["smoke"]
+        smoke["tolerances"] = {
+            "about": "The largest difference from 'values' seen over the smoke runs of these configurations (the "
+                     "values seen, for verdicts and counts); a number that did not move has no entry and stays exact. "
+                     "Nothing is widened beyond what was measured.",
+            "configurations": {label: {"variables": r["variables"], "configuration": r["configuration"]}
+                               for label, r in found.items()},
+            "numbers": measured_spread(smoke["values"], {label: r["metrics"] for label, r in found.items()}),
+        }
+        path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+SEEDS = (0, 1, 2, 3, 4)
+# A claim's label over the seed study (see claim_label)
+LABELS = ("holds", "fails", "same direction, not decided", "flips")
 
 
 def seed_run_dir(output_root: Path, seed: int) -> Path:
@@ -162,6 +285,20 @@ def default_output_root(smoke: bool = False, seed: int | None = None, record_see
     return seed_run_dir(root / "smoke" if smoke else root, seed or 0)
 
 
+def claim_label(verdicts: list, effects: list | None = None) -> str:
+    """A claim's label over the seeds: "holds" (true at every seed), "fails" (false at every seed, and its effect
+    does not point the paper's way at every seed), "same direction, not decided" (not true at every seed, but the
+    effect — recorded as ``effect_<name>``, positive in the paper's direction — is positive at every seed: the
+    direction agrees and the test is underpowered), "flips" (the verdict changes between seeds, the direction too)."""
+    if all(v is True for v in verdicts):
+        return "holds"
+    same_direction = bool(effects) and len(effects) == len(verdicts) and all(
+        isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in effects)
+    if same_direction:
+        return "same direction, not decided"
+    return "fails" if all(v is False for v in verdicts) else "flips"
+
+
 def _spread_range(values: list) -> list:
     """[min − half the spread, max + half the spread] of one number over the seeds (elementwise for lists)."""
     if isinstance(values[0], list):
@@ -176,37 +313,63 @@ def _spread_range(values: list) -> list:
     return [low - margin, high + margin]
 
 
+def _covers_everything(values: list, bounds) -> bool:
+    """A range that cannot fail: the widened range of numbers that all lie in [0, 1] (p-values, fractions, scores)
+    covers all of [0, 1], or of numbers in [−1, 1] (correlations) all of [−1, 1]. Lists: when every element's does."""
+    if bounds and isinstance(bounds[0], list):
+        return all(_covers_everything([v[i] for v in values], b) for i, b in enumerate(bounds))
+    if all(0 <= v <= 1 for v in values):
+        return bounds[0] <= 0 and bounds[1] >= 1
+    if all(-1 <= v <= 1 for v in values):
+        return bounds[0] <= -1 and bounds[1] >= 1
+    return False
+
+
 def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> dict:
     """The default section's seed study for one notebook from its default runs at ``seeds``: every run's metrics,
-    each claim's verdict over the seeds ("holds", "fails" or "unstable") and, for the numbers the claims rest on,
-    the range the seeds span widened by half their spread on each side."""
-    runs = {}
+    each claim's label over the seeds (:func:`claim_label`) with the verdicts seen, and, for the numbers the claims
+    rest on, the range the seeds span widened by half their spread on each side (numbers whose range would contain
+    every possible value are listed as unchecked instead), and the configuration the runs were made in."""
+    runs, configurations = {}, {}
     for seed in seeds:
-        path = seed_run_dir(output_root, seed) / stem / "metrics.json"
+        folder = seed_run_dir(output_root, seed) / stem
+        path = folder / "metrics.json"
         if not path.exists():
             raise FileNotFoundError(f"no default run at seed {seed} for {stem} ({path}); run `make run` (seed 0) and "
                                     f"`python -m helpers.runner --seed {seed} --output {seed_run_dir(output_root, seed)}`.")
         metrics = json.loads(path.read_text())
         runs[str(seed)] = {k: v for k, v in sorted(metrics.items()) if not is_timing(k)}
+        if (folder / CONFIGURATION_FILE).exists():
+            configurations[str(seed)] = json.loads((folder / CONFIGURATION_FILE).read_text())
     claims = sorted({k for m in runs.values() for k in m if k.startswith("claim_")})
-    verdicts = {}
+    labels, seen = {}, {}
     for name in claims:
-        seen = [m.get(name) for m in runs.values()]
-        verdicts[name] = "holds" if all(v is True for v in seen) else "fails" if all(v is False for v in seen) else "unstable"
+        verdicts = [m.get(name) for m in runs.values()]
+        effects = [m.get("effect_" + name[len("claim_"):]) for m in runs.values()]
+        labels[name] = claim_label(verdicts, effects if any(e is not None for e in effects) else None)
+        seen[name] = sorted({v for v in verdicts if isinstance(v, bool)})
     claims_file = seed_run_dir(output_root, seeds[0]) / stem / "claims.json"
     evidence = sorted({e for row in (json.loads(claims_file.read_text()) if claims_file.exists() else [])
                        for e in row["evidence"]})
-    key_numbers = {}
+    key_numbers, unchecked = {}, {}
     for name in evidence:
         values = [m.get(name) for m in runs.values()]
         if all(v is not None for v in values):
             spread = _spread_range(values)
-            if spread is not None:
+            if spread is None:
+                continue
+            if _covers_everything(values, spread):
+                unchecked[name] = "the seeds span its whole range"
+            else:
                 key_numbers[name] = spread
-    return {"about": f"Default runs at seeds {', '.join(map(str, seeds))} (`make seeds`). A claim is pinned when all "
-                     "seeds agree and reported as unstable otherwise; the numbers the claims rest on must fall in the "
-                     "range the seeds span, widened by half that spread on each side.",
-            "claims": verdicts, "key_numbers": key_numbers, "seeds": runs}
+    distinct = {json.dumps(c, sort_keys=True) for c in configurations.values()}
+    return {"about": f"Default runs at seeds {', '.join(map(str, seeds))} (`make seeds`). Each claim is labelled "
+                     "holds / fails / same direction, not decided / flips (helpers.runner.claim_label); a default run "
+                     "must give a verdict the seeds gave; the numbers the claims rest on must fall in the range the "
+                     "seeds span, widened by half that spread on each side (except those listed as unchecked).",
+            "configuration": json.loads(distinct.pop()) if len(distinct) == 1 else None,
+            "claims": labels, "verdicts_seen": seen, "key_numbers": key_numbers, "unchecked": unchecked,
+            "seeds": runs}
 
 
 def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS) -> list[Path]:
@@ -222,16 +385,23 @@ def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS) -> list
 
 
 def check_default_run(metrics: dict, default: dict) -> list[str]:
-    """Problems of a recorded default run against the seed study: a claim pinned by the seeds with another
-    verdict, a key number outside the seeds' range, a required name missing."""
+    """Problems of a recorded default run against the seed study: any claim whose verdict none of the seeds gave (or,
+    for a claim whose direction agreed at every seed, whose effect turned), a key number outside the seeds' range,
+    a required name missing."""
     problems = [f"{name} not recorded" for name in default.get("required", []) if name not in metrics]
-    for name, verdict in default.get("claims", {}).items():
-        if verdict == "unstable":
-            continue
+    seen_by_claim = default.get("verdicts_seen", {})
+    for name, label in default.get("claims", {}).items():
+        seen = seen_by_claim.get(name) or {"holds": [True], "fails": [False]}.get(label, [False, True])
+        n = len(default.get("seeds", {})) or "the"
         if name not in metrics:
-            problems.append(f"{name} not recorded (seeds 0–2: {verdict})")
-        elif metrics[name] is not (verdict == "holds"):
-            problems.append(f"{name} = {metrics[name]} but it {verdict} at every seed of the study")
+            problems.append(f"{name} not recorded (seed study: {label})")
+        elif metrics[name] not in seen:
+            problems.append(f"{name} = {metrics[name]} but it is {seen[0]} at all {n} seeds of the study ({label})")
+        elif label == "same direction, not decided":
+            effect = metrics.get("effect_" + name[len("claim_"):])
+            if not (isinstance(effect, (int, float)) and effect > 0):
+                problems.append(f"{name}: its effect {effect} points against the paper, where it pointed the paper's "
+                                f"way at every seed of the study")
     for name, bounds in default.get("key_numbers", {}).items():
         got = metrics.get(name)
         if not _within(got, bounds):
@@ -273,6 +443,17 @@ def summary(results) -> str:
     return "\n".join(lines)
 
 
+def _seed_value(text: str) -> int:
+    """argparse type of a seed: a non-negative integer (the notebooks refuse others only after starting a kernel)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a seed such as 0 or 3") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; a seed is a non-negative integer such as 0 or 3")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("select", nargs="*", help="notebook name prefixes (default: all)")
@@ -282,14 +463,24 @@ def main(argv=None) -> int:
                              "--smoke, outputs/seeds/seed<k>/ with --seed k, so no run overwrites another's outputs)")
     parser.add_argument("--update-expected", action="store_true",
                         help="with --smoke: record each run's metrics as its reference in tests/expected/")
-    parser.add_argument("--seed", type=int, default=None, help="run at this SEED (default: the notebooks' own, 0)")
+    parser.add_argument("--seed", type=_seed_value, default=None,
+                        help="run at this SEED, a non-negative integer (default: the notebooks' own, 0)")
     parser.add_argument("--record-seeds", action="store_true",
-                        help="write the seed study of the default runs at seeds 0, 1, 2 into tests/expected/")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
-                        help="with --record-seeds: the seeds whose default runs form the study (default 0 1 2)")
+                        help="write the seed study of the default runs at --seeds into tests/expected/")
+    parser.add_argument("--seeds", type=_seed_value, nargs="+", default=list(SEEDS),
+                        help=f"with --record-seeds: the seeds whose default runs form the study (default "
+                             f"{' '.join(map(str, SEEDS))})")
+    parser.add_argument("--record-tolerances", action="store_true",
+                        help="`make tolerances`: smoke runs under other numeric configurations → the measured spread "
+                             "in tests/expected/ (output: outputs/smoke/configurations/)")
     args = parser.parse_args(argv)
     if args.update_expected and not args.smoke:
         parser.error("--update-expected records smoke references; add --smoke")
+    if args.record_tolerances:
+        root = Path(args.output or ROOT / "outputs" / "smoke" / "configurations")
+        for path in record_tolerances(root, args.select):
+            print(f"tolerances written: {path.relative_to(ROOT)}")
+        return 0
     if args.output is None:
         args.output = str(default_output_root(args.smoke, args.seed, args.record_seeds))
     if args.record_seeds:

@@ -8,6 +8,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # the notebooks and the tests share one cache of real files and simulated data
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the numeric mode's variables before any test imports numpy or torch, as the runner and the kernel set them
+from helpers import env  # noqa: E402  (helpers.env loads no numeric library at import)
+
+os.environ.update(env.numeric_environment())
 
 
 @pytest.fixture(scope="session")

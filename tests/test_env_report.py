@@ -118,8 +118,10 @@ def test_claims_refuse_what_is_not_a_verdict(tmp_path):
         report.claim("two words", "statement", "paper", "here", True)
 
 
-def test_seed_verdicts_name_unstable_claims():
-    assert report.seed_verdict([True, True, True]) == "holds at all 3"
-    assert report.seed_verdict([False, False, False]) == "fails at all 3"
-    assert report.seed_verdict([True, False, True]) == "unstable (2 of 3 hold)"
+def test_seed_verdicts_name_the_study_label_and_the_count():
+    assert report.seed_verdict([True] * 5) == "holds (5 of 5 seeds hold)"
+    assert report.seed_verdict([False] * 5) == "fails (0 of 5 seeds hold)"
+    assert report.seed_verdict([True, False, True]) == "flips (2 of 3 seeds hold)"
+    assert report.seed_verdict([True, False, True], "same direction, not decided") == \
+        "same direction, not decided (2 of 3 seeds hold)"
     assert report.seed_verdict([]) == "not studied"

@@ -135,9 +135,11 @@ def _module(spec: EncoderSpec):
         return _MODULES[key]
     import torch
 
-    from ... import models
+    from ... import env, models
     from . import simclr
 
+    # a Dask worker is a process of its own: the numeric mode's torch switches (its thread count is the worker's)
+    env.apply_numeric_mode(threads=False)
     mean = std = None
     if spec.arch == "efficientnet_lite0":
         import timm
