@@ -198,12 +198,22 @@ def configuration(mode: str | None = None) -> dict:
     """What decides the bits of a run, for comparing a run with a reference: the numeric mode, the platform and the
     versions of the numeric libraries. In "portable" mode the processor is left out on purpose (it does not matter);
     in "native" mode it is part of the configuration."""
-    return dict(_configuration(numeric_mode(mode)))
+    mode = numeric_mode(mode)
+    settings = () if mode == "portable" else tuple((k, os.environ[k]) for k in _NATIVE_SETTINGS if k in os.environ)
+    return dict(_configuration(mode, settings))
+
+
+# in "native" mode, the variables that choose kernels or thread counts are part of the configuration
+_NATIVE_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ATEN_CPU_CAPABILITY",
+                    "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OPENBLAS_CORETYPE",
+                    "NPY_DISABLE_CPU_FEATURES")
 
 
 @functools.lru_cache(maxsize=None)
-def _configuration(mode: str) -> tuple:
-    return tuple(_find_configuration(mode).items())
+def _configuration(mode: str, settings: tuple) -> tuple:
+    found = _find_configuration(mode)
+    found.update({f"env {k}": v for k, v in settings})
+    return tuple(found.items())
 
 
 def _find_configuration(mode: str) -> dict:

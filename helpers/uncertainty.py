@@ -6,10 +6,16 @@ subject) that a mean hides, and are seeded, so the same scores give the same int
 """
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 LEVEL = 0.95
 N_RESAMPLES = 2000
+# Small samples get exact p-values: every sign flip (paired) or every relabelling (two groups) of the data is
+# enumerated when there are at most this many, instead of a normal approximation
+EXACT_LIMIT = 100_000
 
 
 def _scores(values, name: str) -> np.ndarray:
@@ -53,17 +59,23 @@ def paired_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESAMPLES
         raise ValueError(f"a has {a.size} scores and b {b.size}; paired scores come one per unit in both.")
     diff = a - b
     out = bootstrap_ci(diff, level, n_resamples, seed)
-    p = 1.0 if np.all(diff == 0) else float(stats.wilcoxon(a, b).pvalue)
+    if np.all(diff == 0):
+        p, how = 1.0, "all differences 0"
+    elif 2 ** diff.size <= EXACT_LIMIT:
+        p, how = float(stats.wilcoxon(a, b, method=stats.PermutationMethod(n_resamples=np.inf)).pvalue), "exact"
+    else:
+        p, how = float(stats.wilcoxon(a, b).pvalue), "scipy"
     better = "a" if out["low"] > 0 else "b" if out["high"] < 0 else "undecided"
     return {"mean_difference": out["mean"], "low": out["low"], "high": out["high"], "p_wilcoxon": p,
-            "n": out["n"], "better": better}
+            "p_method": how, "n": out["n"], "better": better}
 
 
 
 def independent_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
     """Compare two independent groups of scores (e.g. patches of two classes): mean(a) − mean(b) with a
     percentile bootstrap interval that resamples each group on its own (scipy.stats.bootstrap), and the
-    two-sided Mann–Whitney U p-value. ``better`` as in :func:`paired_difference`."""
+    two-sided Mann–Whitney U p-value, exact (every relabelling enumerated) while there are at most EXACT_LIMIT.
+    ``better`` as in :func:`paired_difference`."""
     from scipy import stats
 
     _check_level(level)
@@ -72,10 +84,16 @@ def independent_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESA
                          confidence_level=level, n_resamples=n_resamples, method="percentile", vectorized=True,
                          random_state=np.random.default_rng(seed)).confidence_interval
     low, high = float(ci.low), float(ci.high)
-    p = 1.0 if np.ptp(np.concatenate([a, b])) == 0 else float(stats.mannwhitneyu(a, b).pvalue)
+    if np.ptp(np.concatenate([a, b])) == 0:
+        p, how = 1.0, "all values equal"
+    elif math.comb(a.size + b.size, a.size) <= EXACT_LIMIT:
+        p = float(stats.mannwhitneyu(a, b, method=stats.PermutationMethod(n_resamples=np.inf)).pvalue)
+        how = "exact"
+    else:
+        p, how = float(stats.mannwhitneyu(a, b).pvalue), "scipy"
     better = "a" if low > 0 else "b" if high < 0 else "undecided"
     return {"mean_difference": float(a.mean() - b.mean()), "low": low, "high": high, "p_mannwhitney": p,
-            "n": (int(a.size), int(b.size)), "better": better}
+            "p_method": how, "n": (int(a.size), int(b.size)), "better": better}
 
 
 def ranked(scores: dict, higher_is_better: bool = True, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
@@ -102,6 +120,71 @@ def ranked(scores: dict, higher_is_better: bool = True, level: float = LEVEL, n_
             row["vs_next"] = paired_difference(table[i], table[order[position + 1]], level, n_resamples, seed)
         rows.append(row)
     return rows
+
+
+def _check_margin(margin, alpha):
+    if not (isinstance(margin, (int, float, np.floating)) and np.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin={margin!r}: the equivalence margin is a positive number in the scores' units, "
+                         "declared before the data are seen (e.g. 0.05 for an F1).")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha={alpha!r}: the test level is a fraction below 0.5 (0.05 for 5 %).")
+
+
+def equivalence_paired(a, b, margin: float, alpha: float = 0.05) -> dict:
+    """Two one-sided tests (TOST, statsmodels ``ttost_paired``) that paired scores ``a`` and ``b`` differ by less
+    than ``margin`` on average: "no difference" shown, not merely not rejected. Returns {mean_difference, p_tost,
+    equivalent (p_tost < alpha), margin, n}."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    _check_margin(margin, alpha)
+    a, b = _scores(a, "a"), _scores(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a has {a.size} scores and b {b.size}; paired scores come one per unit in both.")
+    diff = a - b
+    if np.ptp(diff) == 0:      # no spread: the difference is known exactly
+        p = 0.0 if abs(diff[0]) < margin else 1.0
+    else:
+        p = float(ttost_paired(a, b, -margin, margin)[0])
+    return {"mean_difference": float(diff.mean()), "p_tost": p, "equivalent": p < alpha, "margin": float(margin),
+            "n": int(a.size)}
+
+
+def equivalence_groups(samples, margin: float, alpha: float = 0.05) -> dict:
+    """TOST for several independent groups (a list of 1-D arrays): every pair's difference of means lies within
+    ±``margin`` (Welch's TOST for each pair, statsmodels ``ttost_ind``). The groups are called equivalent when every
+    pair is (an intersection–union test: no correction for the number of pairs is needed). Returns {p_tost (the
+    largest over pairs), largest_difference, equivalent, margin, pairs: [(i, j, difference, p)]}."""
+    from statsmodels.stats.weightstats import ttost_ind
+
+    _check_margin(margin, alpha)
+    groups = [_scores(g, f"group {i}") for i, g in enumerate(samples)]
+    if len(groups) < 2:
+        raise ValueError(f"equivalence_groups needs at least two groups, got {len(groups)}.")
+    pairs = []
+    for i, j in itertools.combinations(range(len(groups)), 2):
+        x, y = groups[i], groups[j]
+        difference = float(x.mean() - y.mean())
+        if np.ptp(np.concatenate([x, y])) == 0:
+            p = 0.0
+        else:
+            p = float(ttost_ind(x, y, -margin, margin, usevar="unequal")[0])
+        pairs.append((i, j, difference, p))
+    p_max = max(p for *_, p in pairs)
+    return {"p_tost": p_max, "largest_difference": max(abs(d) for _, _, d, _ in pairs), "equivalent": p_max < alpha,
+            "margin": float(margin), "pairs": pairs}
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (statsmodels ``multipletests``): a dict name → p or a
+    sequence of p, returned in the same form. Reject where the adjusted p is below the level."""
+    from statsmodels.stats.multitest import multipletests
+
+    names = list(p_values) if isinstance(p_values, dict) else None
+    values = np.asarray([p_values[n] for n in names] if names else list(p_values), dtype=np.float64)
+    if values.size == 0 or not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"p_values must be a non-empty family of p-values in [0, 1], got {p_values!r}.")
+    adjusted = multipletests(values, method="holm")[1]
+    return {n: float(p) for n, p in zip(names, adjusted)} if names else [float(p) for p in adjusted]
 
 
 def mean_interval_text(values, digits: int = 3, seed: int = 0) -> str:

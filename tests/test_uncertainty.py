@@ -96,3 +96,49 @@ def test_mean_interval_text_drops_missing_units():
     assert uncertainty.mean_interval_text(values) == uncertainty.interval_text(
         uncertainty.bootstrap_ci([0.1, 0.3, 0.2]), 3)
     assert uncertainty.mean_interval_text([0.5, np.nan]) == "n < 2"
+
+
+def test_small_samples_get_exact_p_values_equal_to_full_enumeration():
+    from itertools import product
+
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0.3, 1, 9), rng.normal(0, 1, 9)
+    paired = uncertainty.paired_difference(a, b)
+    assert paired["p_method"] == "exact"
+    # by hand: the signed-rank statistic over all 2^9 sign flips
+    d = a - b
+    ranks = stats.rankdata(np.abs(d))
+    observed = min(ranks[d > 0].sum(), ranks[d < 0].sum())
+    flips = [min(ranks[np.array(s) > 0].sum(), ranks[np.array(s) < 0].sum()) for s in product((1, -1), repeat=9)]
+    assert paired["p_wilcoxon"] == pytest.approx(np.mean(np.array(flips) <= observed + 1e-12))
+    groups = uncertainty.independent_difference(a[:5], b[:6])
+    assert groups["p_method"] == "exact"
+    large = uncertainty.paired_difference(rng.normal(size=40), rng.normal(size=40))
+    assert large["p_method"] == "scipy"
+
+
+def test_equivalence_needs_the_difference_inside_the_margin_not_an_interval_containing_zero():
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.5, 0.05, 200)
+    close = base + rng.normal(0.005, 0.01, 200)
+    assert uncertainty.equivalence_paired(close, base, margin=0.02)["equivalent"]
+    # few, noisy units: no difference detected, and no equivalence shown either
+    few_a, few_b = rng.normal(0.5, 0.2, 6), rng.normal(0.5, 0.2, 6)
+    assert uncertainty.paired_difference(few_a, few_b)["better"] == "undecided"
+    assert not uncertainty.equivalence_paired(few_a, few_b, margin=0.02)["equivalent"]
+    groups = [rng.normal(0.5, 0.05, 300) for _ in range(3)]
+    result = uncertainty.equivalence_groups(groups, margin=0.03)
+    assert result["equivalent"] and len(result["pairs"]) == 3
+    assert not uncertainty.equivalence_groups(groups + [rng.normal(0.6, 0.05, 300)], margin=0.03)["equivalent"]
+    with pytest.raises(ValueError, match="margin"):
+        uncertainty.equivalence_paired(close, base, margin=0)
+
+
+def test_holm_matches_statsmodels_and_keeps_names():
+    adjusted = uncertainty.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    assert uncertainty.holm([0.01, 0.02]) == pytest.approx([0.02, 0.02])
+    with pytest.raises(ValueError, match="p_values"):
+        uncertainty.holm([1.5])
