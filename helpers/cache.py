@@ -191,7 +191,7 @@ def verify(folder, config: dict | None = None) -> dict:
     if config is not None and manifest.get("config") != _canonical(config):
         raise CacheError(f"cache {folder} is stale: it was built with another configuration")
     files = manifest.get("files")
-    if not isinstance(files, dict):
+    if not isinstance(files, dict) or not files:    # an empty list would make any folder a valid (empty) cache
         raise CacheError(f"cache {folder}: {MANIFEST} lists no files (truncated or edited by hand)")
     for fname, digest in files.items():
         path = folder / fname

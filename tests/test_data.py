@@ -92,6 +92,25 @@ def test_cache_reuses_rebuilds_and_detects_corruption(tmp_path, capsys):
     assert arrays["x"].tolist() == list(range(10))
 
 
+def test_a_manifest_that_lists_no_files_is_rebuilt_not_returned_empty(tmp_path, capsys):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"x": np.arange(3)}, {}
+
+    folder = tmp_path / "c"
+    cache.ensure_arrays(folder, {"n": 1}, build)
+    for files in ("{}", "[]", "null"):        # an empty list, another type, nothing
+        manifest = json.loads((folder / cache.MANIFEST).read_text())
+        (folder / cache.MANIFEST).write_text(json.dumps({**manifest, "files": json.loads(files)}))
+        with pytest.raises(cache.CacheError, match="lists no files"):
+            cache.verify(folder, {"n": 1})
+        arrays, _ = cache.ensure_arrays(folder, {"n": 1}, build)
+        assert arrays["x"].tolist() == [0, 1, 2] and "lists no files" in capsys.readouterr().out
+    assert len(calls) == 4
+
+
 def test_data_dir_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="DATA_DIR"):
         datasets.ensure_grading_patches(tmp_path / "missing", smoke=True)

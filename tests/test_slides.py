@@ -97,3 +97,20 @@ def test_bad_files_and_refusals(tmp_path, pyramid):
     with slides.Slide(pyramid) as slide:
         with pytest.raises(slides.SlideError, match="max_pixels"):
             slide.read_level(0, max_pixels=1000)
+
+
+def test_a_region_too_large_for_memory_is_refused_before_anything_is_read(cmu, pyramid):
+    """One guard for every reader: a 40 000 × 40 000 px region (4.5 GiB of RGB) is refused with the argument named,
+    whatever the slide's size, before zarr or OpenSlide allocate it."""
+    from helpers.data import formats
+
+    path, full = cmu
+    for source in (path, pyramid):
+        with slides.Slide(source, backend="tifffile") as slide:
+            with pytest.raises(slides.SlideError, match=r"size=\(40000, 40000\).*max_pixels"):
+                slide.read_region((0, 0), 0, (40_000, 40_000))
+            with pytest.raises(slides.SlideError, match="max_pixels"):
+                slide.read_region((0, 0), 0, (200, 200), max_pixels=1000)
+            assert slide.read_region((0, 0), 0, (20, 20), max_pixels=1000).shape == (20, 20, 3)
+        with pytest.raises(slides.SlideError, match="max_pixels"):
+            formats.read_wsi(source, region=(0, 0, 40_000, 40_000))

@@ -16,6 +16,8 @@ import numpy as np
 
 BACKENDS = ("auto", "openslide", "tifffile")
 OPENSLIDE_HINT = "pip install openslide-python openslide-bin  (or: pip install '.[slides]')"
+# the largest region read into memory at once: 64 million px, 192 MB of RGB (read_region, read_level, read_wsi)
+MAX_REGION_PIXELS = 64e6
 
 
 class SlideError(ValueError):
@@ -153,12 +155,17 @@ class Slide:
         return int(level)
 
     # --------------------------------------------------------------------------------------------- reading
-    def read_region(self, location, level: int, size) -> np.ndarray:
+    def read_region(self, location, level: int, size, max_pixels: float = MAX_REGION_PIXELS) -> np.ndarray:
         """H × W × 3 uint8 pixels of ``level`` starting at ``location`` (x, y in level-0 pixels), ``size`` =
-        (width, height) in pixels of that level. Only the tiles under the region are read."""
+        (width, height) in pixels of that level. Only the tiles under the region are read; a region of more than
+        ``max_pixels`` is refused before anything is allocated (a notebook kernel would die of it)."""
         level = self.check_level(level)
         x, y = (int(v) for v in location)
         w, h = (int(v) for v in size)
+        if w * h > max_pixels:
+            raise SlideError(f"size=({w}, {h}) asks for {w * h / 1e6:.0f} million px of {self.path.name} at level "
+                             f"{level} ({3 * w * h / 2**30:.1f} GiB), more than max_pixels={max_pixels:.0f}; read "
+                             "smaller regions or a coarser level, or raise max_pixels if the memory is there.")
         ds = self.level_downsamples[level]
         col, row = int(round(x / ds)), int(round(y / ds))
         width, height = self.level_dimensions[level]
@@ -181,14 +188,11 @@ class Slide:
             raise SlideError(f"{self.path.name} stores {pixels.dtype} pixels; this reader takes 8-bit RGB slides.")
         return np.ascontiguousarray(pixels[..., :3])
 
-    def read_level(self, level: int, max_pixels: float = 64e6) -> np.ndarray:
+    def read_level(self, level: int, max_pixels: float = MAX_REGION_PIXELS) -> np.ndarray:
         """A whole level as one array, refused above ``max_pixels`` (read regions instead)."""
         level = self.check_level(level)
         width, height = self.level_dimensions[level]
-        if width * height > max_pixels:
-            raise SlideError(f"level {level} of {self.path.name} is {width}×{height} px, more than max_pixels="
-                             f"{max_pixels:.0f}; read regions (read_region) or a coarser level.")
-        return self.read_region((0, 0), level, (width, height))
+        return self.read_region((0, 0), level, (width, height), max_pixels=max_pixels)
 
     def thumbnail(self, max_side: int = 2048, stripe: int = 512) -> tuple[np.ndarray, float]:
         """The slide at most ``max_side`` px on its longer side, from the finest level that fits; when none does,
