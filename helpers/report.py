@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import NotOwnedError
 from .env import ensure_writable_dir
 
 _state: dict = {"output_dir": None, "started": None}
 CLAIMS_FILE = "claims.json"
+# OUTPUT_DIR may be a folder of the user's: the files written there are listed here, and only those are ever replaced
+LEDGER = ".written-by-helpers.json"
 VERDICTS = {True: "reproduces", False: "does not reproduce"}
 
 
@@ -26,9 +29,54 @@ def init(output_dir, fresh: bool = True) -> Path:
     _state["started"] = time.perf_counter()
     if fresh:
         for name in ("metrics.json", CLAIMS_FILE):
-            if (path / name).exists():
-                (path / name).unlink()
+            target = _take(name)       # refuses a file of the user's before anything is deleted
+            if target.exists():
+                target.unlink()
     return path
+
+
+def _owned(folder: Path) -> set:
+    """The names of the files in ``folder`` that this module wrote (its ledger). A folder written before the ledger
+    existed is recognised by a claims.json in this module's format, and its results are adopted."""
+    ledger = folder / LEDGER
+    if ledger.exists():
+        try:
+            return set(json.loads(ledger.read_text()))
+        except (ValueError, TypeError):
+            raise NotOwnedError(f"{ledger} is not the list of files helpers wrote (edited or truncated); nothing in "
+                                f"{folder} is replaced. Delete {LEDGER} only if every result file there is yours "
+                                "to lose, or set OUTPUT_DIR to another folder.") from None
+    try:
+        rows = json.loads((folder / CLAIMS_FILE).read_text())
+        legacy = isinstance(rows, list) and all(isinstance(r, dict) and {"name", "statement", "holds"} <= set(r)
+                                                 for r in rows)
+    except (OSError, ValueError):
+        legacy = False
+    if not legacy:
+        return set()
+    adopted = {"metrics.json", CLAIMS_FILE} | {p.name for p in folder.glob("*.png")}
+    _write_ledger(folder, adopted)
+    return adopted
+
+
+def _write_ledger(folder: Path, names: set) -> None:
+    tmp = folder / (LEDGER + ".tmp")
+    tmp.write_text(json.dumps(sorted(names), indent=0))
+    tmp.replace(folder / LEDGER)
+
+
+def _take(name: str) -> Path:
+    """``OUTPUT_DIR/name`` for writing: refused (NotOwnedError) when a file of that name exists that helpers did
+    not write; otherwise entered in the folder's ledger, so that a later run may replace it."""
+    folder = output_dir()
+    owned = _owned(folder)
+    target = folder / name
+    if name not in owned:
+        if target.exists():
+            raise NotOwnedError(f"{target} exists and was not written by helpers; it is left as it is. Set OUTPUT_DIR "
+                                "to a folder of its own (e.g. a new sub-folder), or move the file.")
+        _write_ledger(folder, owned | {name})
+    return target
 
 
 def output_dir() -> Path:
@@ -67,7 +115,7 @@ def record(name: str, value):
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
         raise ValueError(f"metric name {name!r} must be a non-empty string without spaces.")
     plain = _plain(value, name)
-    path = output_dir() / "metrics.json"
+    path = _take("metrics.json")
     metrics = json.loads(path.read_text()) if path.exists() else {}
     metrics[name] = plain
     tmp = path.with_suffix(".json.tmp")
@@ -87,7 +135,7 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure as ``OUTPUT_DIR/<name>.png`` and return the path."""
     if not name or "/" in name:
         raise ValueError(f"figure name {name!r} must be a plain file stem such as 'gallery'.")
-    path = output_dir() / f"{name}.png"
+    path = _take(f"{name}.png")
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
@@ -115,7 +163,7 @@ def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dic
     for key, value in evidence.items():
         record(key, value)
     verdict = bool(record(f"claim_{name}", bool(holds)))
-    path = output_dir() / CLAIMS_FILE
+    path = _take(CLAIMS_FILE)
     rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["name"] != name]
     rows.append({"name": name, "statement": statement, "paper": str(paper), "here": str(here), "holds": verdict,
                  "evidence": sorted(evidence)})

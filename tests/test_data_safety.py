@@ -125,3 +125,40 @@ def test_written_folders_and_files_get_the_usual_permissions(tmp_path):
                                    out_path=tmp_path / "v.npy")["path"]
     assert stat.S_IMODE(os.stat(out).st_mode) == cache.default_mode(directory=False)
     assert cache.default_mode(directory=True) & 0o700 == 0o700
+
+
+def test_report_never_replaces_a_users_results_in_output_dir(tmp_path):
+    """OUTPUT_DIR pointed at a folder of the user's: their metrics.json, claims.json and figures stay as they are."""
+    import matplotlib.pyplot as plt
+
+    from helpers import report
+
+    for users_file in ("metrics.json", "claims.json"):
+        folder = tmp_path / users_file.split(".")[0]
+        folder.mkdir()
+        (folder / users_file).write_text('{"my": "results"}')
+        with pytest.raises(cache.NotOwnedError, match="not written by helpers"):
+            report.init(folder)
+        assert (folder / users_file).read_text() == '{"my": "results"}'
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "gallery.png").write_bytes(b"my figure")
+    report.init(folder)
+    report.record("x", 1.0)
+    fig = plt.figure()
+    with pytest.raises(cache.NotOwnedError, match="gallery.png"):
+        report.save_figure(fig, "gallery")
+    assert (folder / "gallery.png").read_bytes() == b"my figure"
+    report.save_figure(fig, "ours")
+    plt.close(fig)
+    report.init(folder)       # a second run replaces what the first wrote
+    report.record("x", 2.0)
+    report.save_figure(plt.figure(), "ours")
+    assert report.load_metrics(folder) == {"x": 2.0}
+    # a results folder from before the ledger (claims.json in this module's format) is recognised as ours
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "metrics.json").write_text('{"a": 1}')
+    (legacy / "claims.json").write_text('[{"name": "a", "statement": "s", "holds": true}]')
+    report.init(legacy)
+    assert not (legacy / "metrics.json").exists()
