@@ -209,6 +209,13 @@ def test_write_cohort_never_touches_files_it_did_not_write(tmp_path):
         formats.write_cohort(user, vols, table, overwrite=True)
     assert (user / "sub-001.nii.gz").read_bytes() == b"the user's own scan"
     assert sorted(p.name for p in user.iterdir()) == ["sub-001.nii.gz"]
+    # a folder of the user's that looks exactly like a cohort (participants.csv + one NIfTI per row) is not ours
+    look_alike = formats.write_cohort(tmp_path / "look_alike", vols, table)
+    (look_alike / ".written-by-helpers").unlink()
+    before = {p.name: p.read_bytes() for p in look_alike.iterdir()}
+    with pytest.raises(FileExistsError, match="not written by helpers"):
+        formats.write_cohort(look_alike, vols[::-1].copy(), table, overwrite=True)
+    assert {p.name: p.read_bytes() for p in look_alike.iterdir()} == before
     # its own cohort it may replace, and only when asked
     folder = formats.write_cohort(tmp_path / "cohort", vols, table)
     formats.write_cohort(folder, vols[::-1].copy(), table, overwrite=True)
@@ -221,6 +228,8 @@ def test_write_cohort_never_touches_files_it_did_not_write(tmp_path):
     (lambda v, t: (v, t.assign(subject=[t["subject"][0]] * len(t))), "repeat"),
     (lambda v, t: (v, t.drop(columns="subject")), "'subject' column"),
     (lambda v, t: (v[0], t), "subjects × z × y × x"),
+    (lambda v, t: (np.where(np.arange(len(v))[:, None, None, None] == 1, np.nan, v), t), "NaN or inf"),
+    (lambda v, t: (np.where(np.arange(len(v))[:, None, None, None] == 0, np.inf, v), t), "NaN or inf"),
 ])
 def test_write_cohort_refuses_inconsistent_input(tmp_path, change, match):
     vols, _, table = small_cohort()

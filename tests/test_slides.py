@@ -114,3 +114,23 @@ def test_a_region_too_large_for_memory_is_refused_before_anything_is_read(cmu, p
             assert slide.read_region((0, 0), 0, (20, 20), max_pixels=1000).shape == (20, 20, 3)
         with pytest.raises(slides.SlideError, match="max_pixels"):
             formats.read_wsi(source, region=(0, 0, 40_000, 40_000))
+
+
+def test_overwrite_replaces_only_a_pyramid_this_function_wrote(tmp_path, cmu):
+    """A scanner's OME-TIFF (an OME-TIFF written by another tool) is left alone even with overwrite=True; the
+    function's own pyramid is replaced."""
+    import tifffile
+
+    _, full = cmu
+    scanner = tmp_path / "scanner.ome.tif"
+    tifffile.imwrite(scanner, full[:256, :256], ome=True, photometric="rgb", software="Aperio Scanner")
+    before = scanner.read_bytes()
+    with pytest.raises(FileExistsError, match="left alone"):
+        slides.write_pyramidal_tiff(scanner, full[:512, :512], mpp=0.5, overwrite=True)
+    assert scanner.read_bytes() == before
+    ours = slides.write_pyramidal_tiff(tmp_path / "ours.ome.tif", full[:512, :512], mpp=0.5)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        slides.write_pyramidal_tiff(ours, full[:256, :256], mpp=0.5)
+    slides.write_pyramidal_tiff(ours, full[:256, :256], mpp=0.5, overwrite=True)
+    with slides.Slide(ours, backend="tifffile") as slide:
+        assert slide.dimensions == (256, 256)

@@ -464,14 +464,20 @@ def write_cohort(folder, volumes, table, spacing=(6.0, 6.0, 6.0), overwrite: boo
         raise ValueError("subject ids repeat; each volume needs its own id (it becomes the file name).")
     if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
         raise ValueError(f"spacing={tuple(spacing)}: give three positive voxel sizes (z, y, x) in mm.")
+    if not np.issubdtype(volumes.dtype, np.number):
+        raise ValueError(f"volumes of dtype {volumes.dtype}: give numbers (HU or intensities).")
+    broken = [s for s, v in zip(subjects, volumes) if not np.isfinite(v).all()]
+    if broken:      # load_cohort refuses such volumes: refuse them here, before anything is written
+        raise ValueError(f"volumes of subject(s) {', '.join(broken[:5])} contain NaN or inf; replace them (e.g. "
+                         "np.nan_to_num with the background value) before writing the cohort.")
     if folder.exists():
-        if not (is_owned(folder) or _legacy_cohort(folder)):
-            raise NotOwnedError(f"{folder} exists and was not written by helpers; it is left as it is. Write the "
-                                "cohort to a new folder.")
+        # only a folder with helpers' marker is ours: a folder of scans that merely looks like a cohort (a
+        # participants.csv and one NIfTI per row) may be the user's own data
+        if not is_owned(folder):
+            raise NotOwnedError(f"{folder} exists and was not written by helpers (no {OWNED} marker); it is left as "
+                                "it is. Write the cohort to a new folder.")
         if not overwrite:
             raise FileExistsError(f"{folder} already holds a cohort; pass overwrite=True or choose another folder.")
-        if not is_owned(folder):      # recognised as ours: mark it, so that building() may replace it
-            (folder / OWNED).write_text("built by helpers; a rebuild may replace this folder\n")
     sz, sy, sx = spacing
     affine = np.diag([sx, sy, sz, 1.0])
     affine[:3, 3] = [-sx * volumes.shape[3] / 2, -sy * volumes.shape[2] / 2, -sz * volumes.shape[1] / 2]
@@ -480,19 +486,6 @@ def write_cohort(folder, volumes, table, spacing=(6.0, 6.0, 6.0), overwrite: boo
             save_nifti(tmp / f"{subject}.nii.gz", to_nifti_axes(volume.astype(np.float32)), affine)
         table.to_csv(tmp / "participants.csv", index=False)
     return folder
-
-
-def _legacy_cohort(folder: Path) -> bool:
-    """A cohort folder written by an older helpers (before the ownership marker): participants.csv and exactly
-    one ``<subject>.nii.gz`` per row, nothing else."""
-    import pandas as pd
-
-    try:
-        subjects = pd.read_csv(folder / "participants.csv")["subject"].astype(str)
-    except Exception:  # noqa: BLE001 - anything unreadable is not a cohort we wrote
-        return False
-    expected = {"participants.csv"} | {f"{s}.nii.gz" for s in subjects}
-    return {p.name for p in folder.iterdir()} == expected
 
 
 def load_cohort(folder, orientation: str | None = None, spacing=None):

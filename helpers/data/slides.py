@@ -18,6 +18,8 @@ BACKENDS = ("auto", "openslide", "tifffile")
 OPENSLIDE_HINT = "pip install openslide-python openslide-bin  (or: pip install '.[slides]')"
 # the largest region read into memory at once: 64 million px, 192 MB of RGB (read_region, read_level, read_wsi)
 MAX_REGION_PIXELS = 64e6
+# the TIFF Software tag of the pyramids write_pyramidal_tiff writes: with overwrite, only such a file is replaced
+WRITER_SOFTWARE = "helpers.data.slides.write_pyramidal_tiff"
 
 
 class SlideError(ValueError):
@@ -259,16 +261,22 @@ def write_pyramidal_tiff(path, rgb, mpp: float, tile: int = 256, min_side: int =
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path} exists; choose another name or pass overwrite=True.")
-        with tifffile.TiffFile(path) as existing:
-            if not existing.is_ome:
-                raise FileExistsError(f"{path} exists and is not an OME-TIFF this function wrote; it is left alone.")
+        try:
+            with tifffile.TiffFile(path) as existing:
+                ours = existing.pages[0].software == WRITER_SOFTWARE
+        except Exception:  # noqa: BLE001 - a file tifffile cannot read is certainly not one we wrote
+            ours = False
+        if not ours:      # an OME-TIFF from a scanner or another tool is not ours to replace
+            raise FileExistsError(f"{path} exists and is not a pyramid this function wrote (its TIFF Software tag is "
+                                  f"not {WRITER_SOFTWARE!r}); it is left alone. Choose another name.")
     levels = [rgb]
     while max(levels[-1].shape[:2]) >= 2 * min_side:
         prev = levels[-1]
         h, w = prev.shape[0] // 2 * 2, prev.shape[1] // 2 * 2
         levels.append(prev[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = dict(tile=(tile, tile), photometric="rgb", compression=compression, resolutionunit="CENTIMETER")
+    options = dict(tile=(tile, tile), photometric="rgb", compression=compression, resolutionunit="CENTIMETER",
+                   software=WRITER_SOFTWARE)
     with tifffile.TiffWriter(path, bigtiff=rgb.size > 2 ** 31, ome=True) as tif:
         tif.write(levels[0], subifds=len(levels) - 1, resolution=(1e4 / mpp, 1e4 / mpp),
                   metadata={"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp,
