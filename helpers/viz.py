@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .pixels import unit_float
+
 # nucleus types: 1 neoplastic (red), 2 non-neoplastic (blue), as in paper 001's figures
 TYPE_COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.35, 1.0)}
 REGION_COLOURS = {"tumour": (1.0, 0.85, 0.0), "glands": (0.0, 0.8, 0.3), "lumen": (0.0, 0.9, 0.9),
@@ -11,8 +13,9 @@ REGION_COLOURS = {"tumour": (1.0, 0.85, 0.0), "glands": (0.0, 0.8, 0.3), "lumen"
 
 
 def overlay_regions(rgb, masks: dict, names=("tumour", "glands", "lumen"), alpha: float = 0.35):
-    """Tint ``rgb`` (H×W×3 uint8) with the boolean masks named in ``names``; returns float RGB in [0, 1]."""
-    out = np.asarray(rgb, np.float32) / 255.0
+    """Tint ``rgb`` (H×W×3, uint8 or floats in [0, 1]) with the boolean masks named in ``names``; returns float RGB
+    in [0, 1]."""
+    out = unit_float(rgb, "rgb").copy()
     for name in names:
         m = np.asarray(masks[name], bool)
         out[m] = (1 - alpha) * out[m] + alpha * np.asarray(REGION_COLOURS.get(name, (1, 1, 0)), np.float32)
@@ -24,10 +27,7 @@ def outline_nuclei(rgb, instances, types, thickness: int = 1):
     [0, 1]); returns float RGB in [0, 1]."""
     from skimage.segmentation import find_boundaries
 
-    out = np.asarray(rgb, np.float32) / 255.0 if np.asarray(rgb).dtype == np.uint8 else np.array(rgb, np.float32)
-    if out.size and (out.min() < 0 or out.max() > 1):
-        raise ValueError(f"rgb: float values in [{out.min():.3g}, {out.max():.3g}]; give uint8 (0–255) or floats in "
-                         "[0, 1] (e.g. the output of overlay_regions as it is, without multiplying by 255).")
+    out = unit_float(rgb, "rgb").copy()
     edges = find_boundaries(np.asarray(instances), mode="inner")
     if thickness > 1:
         from scipy import ndimage
@@ -64,7 +64,7 @@ def gallery(images, titles=None, ncols: int = 6, size: float = 2.0, suptitle: st
 def paper_colours(rgb, attribution_on, tumour, non_tumour, alpha: float = 0.55):
     """Paper 001's overlay: attribution green, tumour mask red, non-tumour mask blue, attribution on tumour
     yellow; all masks boolean H × W. Returns a float RGB image in [0, 1]."""
-    rgb = np.asarray(rgb, np.float32) / (255.0 if np.asarray(rgb).dtype == np.uint8 else 1.0)
+    rgb = unit_float(rgb, "rgb")
     colour = np.zeros_like(rgb)
     layer = np.zeros(rgb.shape[:2], bool)
     for mask, c in ((non_tumour, (0.1, 0.3, 1.0)), (tumour, (0.9, 0.1, 0.1)), (attribution_on, (0.1, 0.8, 0.1)),

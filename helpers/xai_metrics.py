@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .pixels import unit_float
+
 
 def _check_pair(maps, truth, what: str):
     maps, truth = np.asarray(maps, np.float64), np.asarray(truth)
@@ -285,7 +287,8 @@ def deletion_insertion(model, images, maps, target, steps: int = 20, device="aut
 
     from .env import select_device
 
-    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    # uint8 images are 0–255, floats must lie in [0, 1] (helpers.pixels): the blur and the model see [0, 1]
+    x = torch.as_tensor(unit_float(np.asarray(images), "images"), dtype=torch.float32)
     maps = np.asarray(maps, np.float64)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must be N × 3 × H × W, got shape {tuple(x.shape)}.")

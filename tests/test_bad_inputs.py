@@ -149,7 +149,7 @@ CASES = {
                                       "one title per image"),
     "nucleus outlines on a 0–255 float image": (lambda: viz.outline_nuclei(np.full((4, 4, 3), 200.0),
                                                                            np.zeros((4, 4), int), np.zeros((4, 4), int)),
-                                                ValueError, r"floats in \[0, 1\]"),
+                                                ValueError, r"must lie in \[0, 1\].*uint8"),
     # the papers' methods
     "seed F1 of unpaired arrays": (lambda: sic.seed_f1([1, 0], [1, 0, 1]), sic.SeedError, "one of each per patch"),
     "silhouette K not below the image count": (lambda: dec.choose_k(np.random.default_rng(0).random((3, 2)),
@@ -218,3 +218,47 @@ def test_broken_files_are_named(tmp_path, capsys):
     (bad / "metrics.json").write_text('{"auc": ')
     text = runner.summary([(Path("01_a.ipynb"), good, 1.0, None), (Path("02_b.ipynb"), bad, 1.0, None)])
     assert "auc" in text and "is not valid JSON" in text
+
+
+def test_one_value_convention_at_every_entry_point_that_takes_images():
+    """uint8 is 0–255, floats must lie in [0, 1] (helpers.pixels): 0–255 floats are refused with the fix, [0, 1]
+    floats are read as they are — never divided by 255 again, never taken for a black image."""
+    from helpers import xai_metrics
+    from helpers.data import tensors, tissue
+    from helpers.methods.dti import histology_features
+
+    rng = np.random.default_rng(0)
+    as_uint8 = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    as_unit = as_uint8.astype(np.float32) / 255
+    as_0_255 = as_uint8.astype(np.float32)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    maps = rng.random((2, 8, 8))
+    takes_images = {
+        "ArrayDataset": lambda im: tensors.ArrayDataset(im, np.zeros(2))[0][0].numpy().transpose(1, 2, 0),
+        "TileDataset": lambda im: tensors.TileDataset(im, [0], [(0, 0)], [0], tile=8)[0][0].numpy().transpose(1, 2, 0),
+        "to_tensor_images": lambda im: tensors.to_tensor_images(im)[0].numpy().transpose(1, 2, 0),
+        "overlay_regions": lambda im: viz.overlay_regions(im[0], {"tumour": np.zeros((8, 8), bool)}, ("tumour",)),
+        "paper_colours": lambda im: viz.paper_colours(im[0], *(np.zeros((8, 8), bool),) * 3),
+        "outline_nuclei": lambda im: viz.outline_nuclei(im[0], np.zeros((8, 8), int), np.zeros((8, 8), int)),
+    }
+    for name, call in takes_images.items():
+        np.testing.assert_allclose(call(as_unit), as_unit[0], atol=1e-6, err_msg=name)      # [0, 1] kept
+        np.testing.assert_allclose(call(as_uint8), as_unit[0], atol=1e-6, err_msg=name)     # 0–255 divided once
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*uint8"):
+            call(as_0_255)
+    # the same stain from uint8 and from [0, 1] floats; 0–255 floats refused instead of a zero haematoxylin
+    np.testing.assert_allclose(histology_features.haematoxylin(as_unit), histology_features.haematoxylin(as_uint8),
+                               atol=1e-6)
+    assert tissue.stain_statistics(as_unit) == pytest.approx(tissue.stain_statistics(as_uint8), abs=1e-6)
+    for call in (lambda: histology_features.haematoxylin(as_0_255), lambda: tissue.stain_statistics(as_0_255),
+                 lambda: xai_metrics.deletion_insertion(model, as_0_255.transpose(0, 3, 1, 2), maps, 0, steps=2,
+                                                        blur_sigma=1.0, device="cpu")):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+            call()
+    # deletion / insertion read uint8 as 0–255: the same curves as the [0, 1] floats
+    options = dict(steps=2, blur_sigma=1.0, device="cpu")
+    a = xai_metrics.deletion_insertion(model, as_uint8.transpose(0, 3, 1, 2), maps, 0, **options)
+    b = xai_metrics.deletion_insertion(model, as_unit.transpose(0, 3, 1, 2), maps, 0, **options)
+    np.testing.assert_allclose(a["deletion_auc"], b["deletion_auc"], atol=1e-6)
+    with pytest.raises(TypeError, match="int64"):
+        tensors.to_tensor_images(as_uint8.astype(np.int64))

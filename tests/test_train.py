@@ -106,11 +106,18 @@ def test_early_stopping_stops():
 
 def test_nan_loss_and_empty_split_stop_with_a_message():
     x, y = _blobs()
-    x = x.astype(np.float32)
-    x[0, 0, 0, 0] = np.nan
     sets = [tensors.ArrayDataset(x, y, np.arange(48)), tensors.ArrayDataset(x, y, np.arange(48, 64))]
+
+    def nan_loss(logits, target):
+        return nn.functional.cross_entropy(logits, target) * float("nan")
+
     with pytest.raises(training.TrainingError, match="loss became nan.*learning rate"):
-        training.fit(_tiny(), *sets, nn.CrossEntropyLoss(), epochs=2, lr=0.01, batch_size=64, device="cpu")
+        training.fit(_tiny(), *sets, nan_loss, epochs=2, lr=0.01, batch_size=64, device="cpu")
+    # a NaN pixel is refused where the image is read, with the image named
+    broken = x.astype(np.float32) / 255
+    broken[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"images\[3\] contain NaN"):
+        tensors.ArrayDataset(broken, y)[3]
     empty = tensors.ArrayDataset(x, y, np.arange(0))
     with pytest.raises(training.TrainingError, match="training split is empty"):
         training.fit(_tiny(), empty, sets[1], nn.CrossEntropyLoss(), epochs=1, lr=0.01, device="cpu")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..pixels import check_range
+
 
 # ----------------------------------------------------------------------------------------- torch datasets
 def to_tensor_images(images):
@@ -18,26 +20,25 @@ def to_tensor_images(images):
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected images of shape N×H×W×3 (channels last), got {arr.shape}.")
-    if arr.dtype == np.uint8:
-        scale = 255.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        scale = 1.0
-        if arr.size and not np.isfinite(arr).all():
-            raise ValueError("images contain NaN or inf; clean them first.")
-        if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"float images must lie in [0, 1], got values from {arr.min():.3g} to {arr.max():.3g}; "
-                             "for 0–255 values pass uint8 (e.g. images.astype(np.uint8)) or divide by 255.")
-    else:
-        raise TypeError(f"images of dtype {arr.dtype}: pass uint8 (0–255) or float (0–1) RGB images.")
-    arr = np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(check_range(arr, "images"))
     if not arr.flags.writeable:      # a read-only memory map of a cache: torch wants its own (small uint8) copy
         arr = arr.copy()
     x = torch.from_numpy(arr).permute(0, 3, 1, 2).float()
-    return x.div_(scale) if scale != 1.0 else x
+    return x.div_(255.0) if arr.dtype == np.uint8 else x
+
+
+def _item_tensor(pixels, name: str):
+    """One H×W×3 image (uint8 0–255 or float in [0, 1]) → float32 3×H×W tensor in [0, 1]."""
+    import torch
+
+    pixels = check_range(np.array(pixels), name)      # a copy: cached arrays are read-only memory maps
+    x = torch.from_numpy(pixels).permute(2, 0, 1).float()
+    return x.div_(255.0) if pixels.dtype == np.uint8 else x
 
 
 class ArrayDataset:
-    """A torch-style dataset over N×H×W×3 uint8 images and matching targets (any array with N rows)."""
+    """A torch-style dataset over N×H×W×3 images (uint8 0–255 or float in [0, 1]) and matching targets (any array
+    with N rows)."""
 
     def __init__(self, images, targets, indices=None, transform=None):
         self.images, self.targets = images, targets
@@ -53,8 +54,7 @@ class ArrayDataset:
         import torch
 
         j = int(self.indices[i])
-        x = torch.from_numpy(np.array(self.images[j]))  # a copy: cached arrays are read-only memory maps
-        x = x.permute(2, 0, 1).float().div_(255.0)
+        x = _item_tensor(self.images[j], f"images[{j}]")
         if self.transform is not None:
             x = self.transform(x)
         return x, torch.as_tensor(np.asarray(self.targets[j]))
@@ -78,8 +78,7 @@ class TileDataset:
         import torch
 
         s, (y, x) = int(self.slide_index[i]), self.coords[i]
-        patch = np.array(self.rgb[s, y: y + self.tile, x: x + self.tile])  # copy of a read-only memory map
-        t = torch.from_numpy(patch).permute(2, 0, 1).float().div_(255.0)
+        t = _item_tensor(self.rgb[s, y: y + self.tile, x: x + self.tile], f"slide {s}")
         if self.transform is not None:
             t = self.transform(t)
         return t, torch.as_tensor(self.labels[i])

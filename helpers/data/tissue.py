@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..pixels import check_range
+
 
 # ---------------------------------------------------------------------------------------------------- tiling
 def integral_image(mask):
@@ -106,7 +108,7 @@ def stain_statistics(images, tissue_masks=None) -> dict:
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[-1] not in (3, 4):
             raise ValueError(f"image {i} has shape {img.shape}; stain statistics need H×W×3 RGB images.")
-        hed = rgb2hed(img[..., :3])
+        hed = rgb2hed(check_range(img[..., :3], f"images[{i}]"))
         sel = np.ones(hed.shape[:2], bool) if tissue_masks is None else np.asarray(tissue_masks[i], bool)
         if sel.shape != hed.shape[:2]:
             raise ValueError(f"tissue mask {i} {sel.shape} differs from its image {hed.shape[:2]}.")

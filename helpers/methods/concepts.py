@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..env import select_device
+from ..pixels import check_range
 
 _EPS = 1e-12
 
@@ -551,7 +552,7 @@ def stain_correlations(rgb, region: RegionConcepts, stain: int = 0) -> list:
     from ..explain import block_mean
 
     rows, cols = region.count.shape
-    density = rgb2hed(np.asarray(rgb)[: rows * region.cell, : cols * region.cell])[..., stain]
+    density = rgb2hed(check_range(np.asarray(rgb), "rgb")[: rows * region.cell, : cols * region.cell])[..., stain]
     density_cells = block_mean(density[None], region.cell)[0]
     covered = region.covered
     return [float(np.corrcoef(region.weights[..., j][covered], density_cells[covered])[0, 1])

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...pixels import check_range
+
 
 def _rgb_batch(images) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be N × H × W × 3 RGB patches, got shape {images.shape}.")
+    images = check_range(images, "images")      # float 0–255 would give a haematoxylin density of 0
     return images.astype(np.float64) / 255.0 if images.dtype == np.uint8 else images.astype(np.float64)
 
 
