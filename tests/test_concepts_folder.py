@@ -56,3 +56,26 @@ def test_concepts_from_simulated_training_slides_applied_to_a_folder_of_real_sli
         concepts.apply_to_folder(folder, model, "relu2", H[0], tmp_path / "out2", tile=32, stride=16)
     with pytest.raises(FileNotFoundError, match="no slide files"):
         concepts.apply_to_folder(tmp_path / "out", model, "relu2", H, tmp_path / "out3", tile=32, stride=16)
+
+
+def test_slides_whose_names_share_a_stem_get_folders_of_their_own(tmp_path):
+    """case7.HE.ome.tif and case7.IHC.ome.tif: two output folders, neither replacing the other; names that would
+    still share one (a.tif and a.TIFF) are refused before anything is written."""
+    model = TinyCNN().eval()
+    training = histology.render_slide(0, size=256, positive=True, um_per_px=1.0)
+    H = concepts.region_concepts(training.scene.rgb, model, "relu2", 2, tile=32, stride=16, device="cpu").nmf.components_
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for name, seed in (("case7.HE.ome.tif", 1), ("case7.IHC.ome.tif", 2)):
+        rgb = histology.render_slide(seed, size=128, positive=False, um_per_px=1.0).scene.rgb
+        slides.write_pyramidal_tiff(folder / name, rgb, mpp=1.0, min_side=64)
+    results = concepts.apply_to_folder(folder, model, "relu2", H, tmp_path / "out", tile=32, stride=16, device="cpu")
+    assert sorted(r["output"].name for r in results) == ["case7.HE", "case7.IHC"]
+    assert all((r["output"] / "concepts.zarr").exists() for r in results)
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for name in ("a.tif", "a.TIFF"):
+        slides.write_pyramidal_tiff(clash / name, training.scene.rgb[:128, :128], mpp=1.0, min_side=64)
+    with pytest.raises(ValueError, match="a.TIFF and a.tif.*share one output folder"):
+        concepts.apply_to_folder(clash, model, "relu2", H, tmp_path / "out_clash", tile=32, stride=16, device="cpu")
+    assert not (tmp_path / "out_clash").exists()

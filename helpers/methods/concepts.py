@@ -459,6 +459,16 @@ CONCEPT_COLOURS = np.array([[228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 
                             [255, 255, 51], [166, 86, 40], [247, 129, 191], [153, 153, 153], [0, 0, 0]], np.uint8)
 
 
+def _slide_stem(path: Path) -> str:
+    """The file name without its slide suffix (the longest of SLIDE_SUFFIXES that it ends with), checked as a name."""
+    from ..cache import safe_name
+
+    name = path.name
+    suffix = max((s for s in SLIDE_SUFFIXES + (".ome.tif", ".ome.tiff") if name.lower().endswith(s)), key=len,
+                 default="")
+    return safe_name(name[: len(name) - len(suffix)] or name, "slide file name")
+
+
 def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: int, mpp: float | None = None,
                     max_pixels: float = 32e6, min_tissue: float = 0.5, normalise=None, border: int = 1,
                     batch_size: int = 16, device="auto") -> list:
@@ -493,9 +503,19 @@ def apply_to_folder(folder, model, layer: str, H, out_dir, tile: int, stride: in
         if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder} holds no slide files ({', '.join(SLIDE_SUFFIXES)}).")
+    # one output folder per slide, named after the file without its slide suffix: case7.HE.ome.tif → case7.HE, so
+    # that case7.HE.ome.tif and case7.IHC.ome.tif never share (and overwrite) one folder
+    stems = {path: _slide_stem(path) for path in files}
+    clashes = {}
+    for path, stem in stems.items():
+        clashes.setdefault(stem.lower(), []).append(path.name)
+    clashes = {k: v for k, v in clashes.items() if len(v) > 1}
+    if clashes:
+        raise ValueError(f"slides {'; '.join(' and '.join(v) for v in clashes.values())} in {folder} would share one "
+                         "output folder (their names differ only in the suffix or in case); rename one of them.")
     results = []
     for path in files:
-        stem = path.name.split(".")[0]
+        stem = stems[path]
         with Slide(path) as slide:
             level = slide.best_level(mpp) if mpp is not None else 0
             while slide.level_dimensions[level][0] * slide.level_dimensions[level][1] > max_pixels and \
