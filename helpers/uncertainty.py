@@ -215,10 +215,14 @@ def groups_differ_p(samples) -> float:
 
 def rank_correlation(x, y) -> float:
     """Spearman's rho of x and y (scipy.stats.spearmanr); 0.0 when either side is constant (nothing to rank),
-    where scipy returns NaN."""
+    where scipy returns NaN. NaN or inf in either is refused (it would read as a constant side and give 0)."""
     from scipy import stats
 
     x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} values and y {len(y)}; give one pair per unit.")
+    for name, values in (("x", x), ("y", y)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} holds {int((~np.isfinite(values)).sum())} NaN or inf value(s); drop those units "
+                             "from both x and y before ranking.")
     return float(stats.spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0

@@ -19,7 +19,10 @@ def _check_pair(maps, truth, what: str):
         raise ValueError(f"attribution maps {maps.shape} and {what} {truth.shape} differ in shape; resize one to "
                          f"the other (maps are N × H × W at input resolution).")
     if not np.isfinite(maps).all():
-        raise ValueError("attribution maps hold NaN or inf values.")
+        raise ValueError("maps: the attribution maps hold NaN or inf values; fix the explanation before scoring it.")
+    if truth.dtype.kind in "fc" and not np.isfinite(truth).all():
+        raise ValueError(f"{what} hold NaN or inf values; a score against them would be NaN or silently wrong "
+                         "(e.g. np.nan_to_num the mask, or drop those images).")
     return maps, truth
 
 
@@ -169,6 +172,8 @@ def ranking(maps, tie_break: str = "random", seed: int = 0) -> np.ndarray:
     (row by row, numpy's stable sort)."""
     a = np.asarray(maps, np.float64)
     a = a.reshape(len(a), -1)
+    if not np.isfinite(a).all():      # NaN sorts last or first depending on the sort: refuse instead
+        raise ValueError("maps: the attribution maps hold NaN or inf values; fix the explanation before ranking it.")
     if tie_break == "raster":
         return np.argsort(-a, axis=1, kind="stable")
     if tie_break != "random":

@@ -262,3 +262,26 @@ def test_one_value_convention_at_every_entry_point_that_takes_images():
     np.testing.assert_allclose(a["deletion_auc"], b["deletion_auc"], atol=1e-6)
     with pytest.raises(TypeError, match="int64"):
         tensors.to_tensor_images(as_uint8.astype(np.int64))
+
+
+def test_nan_is_refused_with_the_argument_named_not_turned_into_a_number():
+    from helpers import xai_metrics
+
+    rng = np.random.default_rng(1)
+    maps, masks = rng.random((2, 6, 6)), rng.random((2, 6, 6)) > 0.5
+    with_nan = maps.copy()
+    with_nan[0, 1, 1] = np.nan
+    soft_mask = masks.astype(float)
+    soft_mask[1, 2, 2] = np.nan
+    cases = [
+        (lambda: uncertainty.rank_correlation([1.0, np.nan, 3.0], [1, 2, 3]), "x holds 1 NaN"),
+        (lambda: uncertainty.rank_correlation([1, 2, 3], [np.inf, 2, 3]), "y holds 1 NaN"),
+        (lambda: xai_metrics.relevance_mass(with_nan, masks), "maps"),
+        (lambda: xai_metrics.mask_auc(maps, soft_mask), "NaN or inf"),
+        (lambda: xai_metrics.map_correlation(maps, soft_mask), "NaN or inf"),
+        (lambda: xai_metrics.ranking(with_nan), "maps"),
+        (lambda: xai_metrics.rank_similarity(maps, with_nan), "NaN or inf"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
