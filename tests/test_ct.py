@@ -80,12 +80,49 @@ def _series(folder, positions, uids=None, orientation=None):
 @pytest.mark.parametrize("positions, uids, match", [
     ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 20.0)], None, "same position"),
     ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 40.0)], None, "uneven slice spacing"),
-    ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 30.0)], ["1.2.3", "1.2.3", "1.2.4"], "mixes 2 series"),
+    ([(0, 0, 10.0), (0, 0, 20.0), (0, 0, 30.0)], ["1.2.3", "1.2.3", "1.2.4"], "mixes 2 values of SeriesInstanceUID"),
 ])
 def test_dicom_series_refuses_what_would_stack_wrongly(tmp_path, positions, uids, match):
     folder = _series(tmp_path / "series", positions, uids)
     with pytest.raises(ValueError, match=match):
         formats.load_dicom_series(folder)
+
+
+def test_dicom_series_never_stacks_slices_of_two_patients(tmp_path):
+    """Without SeriesInstanceUID the other identity tags (PatientID, StudyInstanceUID, FrameOfReferenceUID), the
+    orientation and the geometry still tell two scans apart."""
+    def series(name, change):
+        folder = _series(tmp_path / name, [(0, 0, 10.0), (0, 0, 20.0), (0, 0, 30.0)])
+        import pydicom
+
+        for i, path in enumerate(sorted(folder.iterdir())):
+            ds = pydicom.dcmread(path)
+            if "SeriesInstanceUID" in ds:
+                del ds.SeriesInstanceUID
+            change(i, ds)
+            ds.save_as(path)
+        return folder
+
+    def set_tag(tag, values):
+        return lambda i, ds: setattr(ds, tag, values[i])
+
+    def drop(tag, index):
+        return lambda i, ds: delattr(ds, tag) if i == index and tag in ds else None
+
+    refused = {
+        "two patients": (set_tag("PatientID", ["A", "A", "B"]), "mixes 2 values of PatientID"),
+        "two studies": (set_tag("StudyInstanceUID", ["1.1", "1.2", "1.2"]), "StudyInstanceUID"),
+        "a slice without the patient's id": (drop("PatientID", 1), "no PatientID"),
+        "another orientation": (lambda i, ds: setattr(ds, "ImageOrientationPatient", [0, 1, 0, 0, 0, -1])
+                                if i == 2 else None, "ImageOrientationPatient"),
+        "shifted in the plane": (lambda i, ds: setattr(ds, "ImagePositionPatient", [40.0, 0, 30.0])
+                                 if i == 2 else None, "shifted"),
+    }
+    for k, (name, (change, match)) in enumerate(refused.items()):
+        with pytest.raises(ValueError, match=match):
+            formats.load_dicom_series(series(f"case{k}", change))
+    volume, _ = formats.load_dicom_series(series("one_patient", set_tag("PatientID", ["A", "A", "A"])))
+    assert volume.shape[0] == 3
 
 
 def test_dicom_series_sorts_along_the_slice_normal(tmp_path):
@@ -246,3 +283,15 @@ def test_simulated_cohort_can_return_its_true_disease_masks():
     assert disease.shape == lungs.shape and disease.dtype == bool
     assert not (disease & ~lungs).any()                         # disease lies inside the lung
     assert disease.reshape(6, -1).any(1).all()                  # every subject carries some
+
+
+@pytest.mark.parametrize("subject", ["../outside", "sub/dir", ".hidden", ""])
+def test_load_cohort_reads_nothing_outside_its_folder(tmp_path, subject):
+    vols, _, table = small_cohort()
+    folder = formats.write_cohort(tmp_path / "cohort", vols, table)
+    formats.save_nifti(tmp_path / "outside.nii.gz", np.zeros((4, 4, 4), np.float32))
+    edited = table.copy()
+    edited.loc[0, "subject"] = subject
+    edited.to_csv(folder / "participants.csv", index=False)
+    with pytest.raises(ValueError, match="subject id"):
+        formats.load_cohort(folder)

@@ -398,20 +398,33 @@ def load_dicom(path):
     return hu, spacing, ds
 
 
+DICOM_IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+
+
 def load_dicom_series(folder):
     """A DICOM series (one file per slice) as a volume in HU, slices sorted along the slice normal.
 
-    The files must form one series (one SeriesInstanceUID), slices are ordered by ImagePositionPatient projected on
-    the normal of ImageOrientationPatient, and two slices at one position or an uneven spacing (> 1 % apart) are
+    The files must form one series of one patient (one value of each of DICOM_IDENTITY_TAGS, carried by every
+    slice or by none; one ImageOrientationPatient; positions on one line along its normal), slices are ordered by
+    ImagePositionPatient projected on the normal of ImageOrientationPatient, and two slices at one position or an uneven spacing (> 1 % apart) are
     refused with the files named. Returns (volume Z×Y×X float32, spacing (z, y, x) mm)."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder} holds no DICOM files.")
     slices = [load_dicom(f) for f in files]
-    series = {str(getattr(s[2], "SeriesInstanceUID", "")) for s in slices}
-    if len(series) > 1:
-        raise ValueError(f"{folder} mixes {len(series)} series (SeriesInstanceUID); put one series per folder.")
+    # one patient, one study, one series, one frame of reference: every identity tag that any slice carries must be
+    # carried by all, with one value (without SeriesInstanceUID, slices of two patients would otherwise be stacked)
+    for tag in DICOM_IDENTITY_TAGS:
+        values = [str(getattr(s[2], tag, "") or "") for s in slices]
+        distinct = sorted({v for v in values if v})
+        if len(distinct) > 1:
+            raise ValueError(f"{folder} mixes {len(distinct)} values of {tag} ({', '.join(distinct[:3])}); put one "
+                             "series of one patient per folder.")
+        if distinct and not all(values):
+            missing = [f.name for f, v in zip(files, values) if not v]
+            raise ValueError(f"{folder}: {len(missing)} of {len(files)} files have no {tag} ({', '.join(missing[:3])})"
+                             f" while the others do, so they may belong to another scan; remove them or complete the tag.")
     shapes = {s[0].shape for s in slices}
     if len(shapes) != 1:
         raise ValueError(f"{folder}: slices of different sizes {sorted(shapes)}; one series per folder.")
@@ -420,9 +433,23 @@ def load_dicom_series(folder):
     missing = [f.name for f, s in zip(files, slices) if not hasattr(s[2], "ImagePositionPatient")]
     if missing:
         raise ValueError(f"{folder}: {missing[:3]} have no ImagePositionPatient, so the slice order is unknown.")
-    orientation = np.asarray(getattr(slices[0][2], "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), np.float64)
+    orientations = np.array([np.asarray(getattr(s[2], "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), np.float64)
+                             for s in slices])
+    odd = np.flatnonzero(~np.all(np.isclose(orientations, orientations[0], atol=1e-4), axis=1))
+    if odd.size:
+        raise ValueError(f"{folder}: {files[odd[0]].name} has another ImageOrientationPatient than {files[0].name}; "
+                         "slices of one series share one orientation (another scan in the folder?).")
+    orientation = orientations[0]
     normal = np.cross(orientation[:3], orientation[3:])
-    positions = np.array([float(np.dot(normal, np.asarray(s[2].ImagePositionPatient, np.float64))) for s in slices])
+    corners = np.array([np.asarray(s[2].ImagePositionPatient, np.float64) for s in slices])
+    offsets = corners - corners[0]
+    in_plane = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
+    pixel = float(min(slices[0][1]))
+    if np.any(in_plane > 0.5 * pixel):
+        k = int(np.argmax(in_plane))
+        raise ValueError(f"{folder}: {files[k].name} is shifted {in_plane[k]:.1f} mm within the slice plane from "
+                         f"{files[0].name}; the slices do not stack along one axis (another scan in the folder?).")
+    positions = corners @ normal
     order = np.argsort(positions, kind="stable")
     gaps = np.diff(positions[order])
     if np.any(np.isclose(gaps, 0.0, atol=1e-4)):
@@ -504,7 +531,15 @@ def load_cohort(folder, orientation: str | None = None, spacing=None):
     if "subject" not in table:
         raise ValueError(f"{table_path} has no 'subject' column.")
     volumes, spacings = [], []
+    from ..cache import safe_name
+
+    if table["subject"].isna().any():
+        row = int(np.flatnonzero(table["subject"].isna().to_numpy())[0])
+        raise ValueError(f"subject id in {table_path.name} is empty in row {row + 1}; give every row the id of its "
+                         "<subject>.nii.gz.")
     for subject in table["subject"]:
+        # an id such as ../other/scan would read a file outside the cohort folder
+        subject = safe_name(str(subject), f"subject id in {table_path.name}")
         data, _, sp = load_nifti(folder / f"{subject}.nii.gz", ndim=3, orientation=orientation, spacing=spacing)
         volumes.append(np.transpose(data, (2, 1, 0)))
         spacings.append(tuple(sp[::-1]))
