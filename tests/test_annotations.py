@@ -93,3 +93,14 @@ def test_bad_annotation_files_are_named(tmp_path):
     clicks = annotations.read_qupath_points(_qupath_points(tmp_path / "far.geojson", {"Tumor": [(5000.0, 5000.0)]}))
     with pytest.raises(sic.SeedError, match="lies in no patch"):
         sic.clicks_to_seeds(clicks, np.array([[32.0, 32.0]]), 64)
+
+
+def test_a_file_without_the_annotations_asked_for_says_so_instead_of_returning_nothing(tmp_path):
+    points_only = _qupath_points(tmp_path / "points.geojson", {"Tumor": [(10, 20)]})
+    with pytest.raises(ValueError, match="no Polygon or MultiPolygon"):
+        annotations.read_qupath_regions(points_only)
+    empty = tmp_path / "empty.geojson"
+    empty.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    for reader, kind in ((annotations.read_qupath_regions, "Polygon"), (annotations.read_qupath_points, "Point")):
+        with pytest.raises(ValueError, match=f"no {kind}"):
+            reader(empty)

@@ -289,3 +289,13 @@ def test_stores_at_an_fsspec_url_are_written_once_and_read_back():
         embeddings.write_store(foreign, emb, centres, {"slide_id": "s"}, replace=True)
     with pytest.raises(embeddings.StoreError, match="not a complete embedding store"):
         embeddings.read_store(url.replace("slide.zarr", "missing.zarr"))
+
+
+def test_an_unknown_store_protocol_is_named_not_reported_as_an_incomplete_store(tmp_path):
+    spec = embeddings.random_encoder(seed=1, widths=(8, 8, 8, 8), input_size=32)
+    for url in ("nosuchproto://bucket/stores", "s4://bucket/stores"):
+        with pytest.raises(embeddings.StoreError, match="cannot open the protocol"):
+            embeddings.write_store(f"{url}/slide", np.zeros((2, 4), np.float32), np.zeros((2, 2)), {"slide_id": "a"})
+        with pytest.raises(embeddings.StoreError, match="cannot open the protocol"):
+            embeddings.read_store(f"{url}/slide")
+    assert spec.name

@@ -134,3 +134,15 @@ def test_overwrite_replaces_only_a_pyramid_this_function_wrote(tmp_path, cmu):
     slides.write_pyramidal_tiff(ours, full[:256, :256], mpp=0.5, overwrite=True)
     with slides.Slide(ours, backend="tifffile") as slide:
         assert slide.dimensions == (256, 256)
+
+
+def test_a_truncated_slide_is_named_as_such_not_a_library_error(tmp_path, cmu):
+    _, full = cmu
+    whole = slides.write_pyramidal_tiff(tmp_path / "whole.ome.tif", full[:1024, :1024], mpp=0.5, tile=256)
+    data = whole.read_bytes()
+    for keep in (0.3, 0.6, 0.9):
+        cut = tmp_path / f"cut{int(keep * 10)}.ome.tif"
+        cut.write_bytes(data[: int(len(data) * keep)])
+        with pytest.raises(slides.SlideError, match="truncated|cannot be (read as a TIFF slide|decoded)"):
+            with slides.Slide(cut, backend="tifffile") as slide:
+                slide.read_region((0, 0), 0, (1024, 1024))

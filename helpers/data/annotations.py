@@ -70,6 +70,9 @@ def read_qupath_regions(path):
         geometry = feature["geometry"] or {}
         if geometry.get("type") in ("Polygon", "MultiPolygon"):
             regions.append((shape(geometry), _classification(feature)))
+    if not regions:      # an empty list would read as "no tissue of that class" downstream
+        raise ValueError(f"{path} holds no Polygon or MultiPolygon annotation; draw regions with QuPath's polygon or "
+                         "brush tools (points are read by read_qupath_points).")
     return regions
 
 

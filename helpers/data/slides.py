@@ -104,6 +104,20 @@ class Slide:
         self.file_mpp = file_mpp               # what the file states (None: nothing)
         self._mpp = float(mpp) if mpp is not None else file_mpp
 
+    def _check_complete(self, series):
+        """Every tile of every level must lie inside the file: tifffile reads the missing tiles of a truncated file as
+        empty (black) pixels without a word."""
+        size = self.path.stat().st_size
+        for index, level in enumerate(series.levels):
+            for page in level.pages:
+                if page is None:
+                    continue
+                offsets = np.asarray(page.dataoffsets, np.int64)
+                counts = np.asarray(page.databytecounts, np.int64)
+                if offsets.size != counts.size or (offsets.size and (offsets + counts).max() > size):
+                    raise SlideError(f"{self.path.name} is truncated: tiles of level {index} lie beyond its "
+                                     f"{size} bytes; copy the file again from its source.")
+
     def _open_tifffile(self):
         import tifffile
         import zarr
@@ -115,6 +129,7 @@ class Slide:
         except Exception as err:  # noqa: BLE001 - tifffile raises several types for files it cannot parse
             raise SlideError(f"{self.path.name} cannot be read as a TIFF slide ({type(err).__name__}: {err}); "
                              f"for SVS / NDPI / MRXS install OpenSlide: {OPENSLIDE_HINT}.") from None
+        self._check_complete(series)
         self._levels = [root] if isinstance(root, zarr.Array) else [root[str(i)] for i in range(len(series.levels))]
         self._axes = series.axes.upper()
         if not (self._axes in ("YX", "YXS") or self._axes.endswith("YXS")):
@@ -183,7 +198,12 @@ class Slide:
         index[self._axes.index("X")] = slice(col, col + w)
         if "S" in self._axes:
             index[self._axes.index("S")] = slice(None)
-        pixels = np.asarray(array[tuple(index)])
+        try:
+            pixels = np.asarray(array[tuple(index)])
+        except Exception as err:  # noqa: BLE001 - zarr / imagecodecs raise many types for a damaged tile
+            raise SlideError(f"{self.path.name}: the tiles under region (x={x}, y={y}, {w}×{h} px, level {level}) "
+                             f"cannot be decoded ({type(err).__name__}: {err}); the file is truncated or damaged — "
+                             "copy it again from its source.") from None
         if pixels.ndim == 2:                       # greyscale: three equal channels
             pixels = np.repeat(pixels[..., None], 3, axis=-1)
         if pixels.dtype != np.uint8:

@@ -194,12 +194,24 @@ def store_folder(root, spec: EncoderSpec, patch: int, stride: int, min_tissue: f
     return f"{str(root).rstrip('/')}/{name}" if is_url(root) else Path(root) / name
 
 
+def _filesystem(url: str):
+    """The fsspec filesystem of ``url`` and the path in it; an unknown protocol, or one whose package is missing, is
+    named with the fix instead of surfacing later as an incomplete store."""
+    import fsspec
+
+    protocol = str(url).split("://", 1)[0]
+    try:
+        return fsspec.core.url_to_fs(str(url))
+    except (ValueError, ImportError) as err:
+        known = "file, memory, s3 (s3fs), gcs (gcsfs), az (adlfs)"
+        raise StoreError(f"store location {url!r}: fsspec cannot open the protocol {protocol!r} ({err}); use one of "
+                         f"{known}, with its package installed, or a local folder.") from None
+
+
 def _exists(location) -> bool:
     if not is_url(location):
         return Path(location).exists()
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(str(location))
+    fs, path = _filesystem(str(location))
     return fs.exists(path)
 
 
@@ -211,6 +223,7 @@ def _open_group(location, mode: str):
         return zarr.open_group(str(location), mode=mode)
     from zarr.storage import FsspecStore
 
+    _filesystem(str(location))
     options = {"auto_mkdir": True} if str(location).startswith("file://") else {}
     store = FsspecStore.from_url(str(location), storage_options=options, read_only=mode == "r")
     return zarr.open_group(store=store, mode=mode)
@@ -223,7 +236,7 @@ def _write_url_store(url: str, write, replace: bool) -> None:
 
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = _filesystem(url)
     if fs.exists(path):
         if not fs.exists(f"{path}/{OWNED}"):
             raise StoreError(f"{url} exists and was not written by helpers (no {OWNED} marker); it is left as it is.")
@@ -300,9 +313,11 @@ def _claim_legacy_store(path: Path) -> None:
 
 
 def _is_complete(path) -> bool:
+    if is_url(path):
+        _filesystem(str(path))       # an unknown protocol is the user's to fix, not an incomplete store
     try:
         return bool(_open_group(path, "r").attrs.get("complete", False))
-    except Exception:   # not a zarr group at all
+    except Exception:   # noqa: BLE001 - not a zarr group at all (zarr raises several types)
         return False
 
 
