@@ -94,17 +94,31 @@ def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+@functools.lru_cache(maxsize=None)
+def has_avx2() -> bool:
+    """Whether this x86-64 processor has AVX2 and FMA, which every kernel "portable" pins needs (Linux reads
+    /proc/cpuinfo; elsewhere every 64-bit x86 Mac since 2013 has them)."""
+    if not is_x86_64():
+        return False
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return True
+    return {"avx2", "fma"} <= set(flags.split())
+
+
 def numeric_mode(requested: str | None = None) -> str:
-    """The numeric mode in force: ``requested``, else ``$XAI_NUMERIC_MODE``, else "portable" on x86-64 and
+    """The numeric mode in force: ``requested``, else ``$XAI_NUMERIC_MODE``, else "portable" on x86-64 with AVX2 and
     "native" elsewhere."""
-    mode = requested or os.environ.get(NUMERIC_MODE_VARIABLE) or ("portable" if is_x86_64() else "native")
+    mode = requested or os.environ.get(NUMERIC_MODE_VARIABLE) or ("portable" if has_avx2() else "native")
     mode = str(mode).strip().lower()
     if mode not in NUMERIC_MODES:
         raise ValueError(f"numeric mode {mode!r} (from {'the argument' if requested else NUMERIC_MODE_VARIABLE}) is "
                          f"not one of {NUMERIC_MODES}; use 'portable' (same bits on every x86-64 machine) or 'native'.")
-    if mode == "portable" and not is_x86_64():
-        raise ValueError(f"numeric mode 'portable' pins x86-64 kernels, but this is {platform.machine()}; set "
-                         f"{NUMERIC_MODE_VARIABLE}=native (numbers are then compared within the measured tolerance).")
+    if mode == "portable" and not has_avx2():
+        raise ValueError(f"numeric mode 'portable' pins x86-64 AVX2 kernels, but this is {platform.machine()}"
+                         f"{'' if not is_x86_64() else ' without AVX2'}; set {NUMERIC_MODE_VARIABLE}=native (numbers are "
+                         "then compared within the measured tolerance).")
     return mode
 
 
@@ -160,7 +174,7 @@ def apply_numeric_mode(mode: str | None = None, threads: bool = True) -> dict:
     if mode == "portable":
         if in_effect["numpy_avx512"]:
             not_pinned.append("numpy was imported with its AVX-512 loops")
-        wrong_core = [c for c in in_effect["openblas_core"] if c != variables["OPENBLAS_CORETYPE"]]
+        wrong_core = [c for c in in_effect["openblas_core"] if c.lower() != variables["OPENBLAS_CORETYPE"].lower()]
         if wrong_core:
             not_pinned.append(f"OpenBLAS runs {', '.join(sorted(set(wrong_core)))} kernels")
     if not_pinned:

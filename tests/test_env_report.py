@@ -125,3 +125,47 @@ def test_seed_verdicts_name_the_study_label_and_the_count():
     assert report.seed_verdict([True, False, True], "same direction, not decided") == \
         "same direction, not decided (2 of 3 seeds hold)"
     assert report.seed_verdict([]) == "not studied"
+
+
+def test_numeric_mode_is_chosen_checked_and_named(monkeypatch):
+    monkeypatch.delenv("XAI_NUMERIC_MODE", raising=False)
+    assert env.numeric_mode() == ("portable" if env.has_avx2() else "native")
+    assert env.numeric_mode("native") == "native"
+    with pytest.raises(ValueError, match="not one of"):
+        env.numeric_mode("fast")
+    monkeypatch.setenv("XAI_NUMERIC_MODE", "Native")
+    assert env.numeric_mode() == "native" and env.numeric_environment() == {"XAI_NUMERIC_MODE": "native"}
+    if env.has_avx2():
+        variables = env.numeric_environment("portable")
+        assert variables["MKL_CBWR"] == "AVX2,STRICT" and variables["ATEN_CPU_CAPABILITY"] == "avx2"
+        assert variables["OMP_NUM_THREADS"] == str(env.PORTABLE_THREADS)
+        # what decides the bits: the processor is part of a native configuration, not of a portable one
+        assert "processor" in env.configuration("native") and "processor" not in env.configuration("portable")
+
+
+def test_portable_mode_started_before_python_pins_every_kernel_it_names():
+    """A process started with the mode's variables (as the runner and the kernel launcher start one) and then
+    `setup` runs torch on AVX2 kernels without oneDNN on two threads, numpy without AVX-512 loops, OpenBLAS on
+    Haswell kernels, and warns about nothing; the same products come out on 1 and 4 requested threads."""
+    import os
+    import subprocess
+    import sys
+
+    if not env.has_avx2():
+        pytest.skip("portable mode needs x86-64 with AVX2")
+    code = ("import hashlib, json, torch, warnings; warnings.simplefilter('error'); from helpers import env; "
+            "torch.set_num_threads(int(__import__('sys').argv[1])); s = env.apply_numeric_mode(); "
+            "g = torch.Generator().manual_seed(0); a = torch.randn(300, 500, generator=g); "
+            "w = torch.randn(16, 3, 5, 5, generator=g); x = torch.randn(4, 3, 40, 40, generator=g); "
+            "y = torch.nn.functional.conv2d(x, w).sum() + (a @ a.T).sum(); "
+            "print(json.dumps(s['in_effect']), hashlib.sha256(y.numpy().tobytes()).hexdigest())")
+    runs = []
+    for threads in ("1", "4"):
+        variables = {**os.environ, **env.numeric_environment("portable"), "OMP_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", code, threads], env=variables, capture_output=True, text=True,
+                             check=True).stdout
+        runs.append(out)
+    state = json.loads(runs[0].rsplit(" ", 1)[0])      # the state in effect, as the child printed it
+    assert state["torch_cpu_capability"] == "AVX2" and state["onednn"] is False and state["torch_threads"] == 2
+    assert state["numpy_avx512"] is False and set(state["openblas_core"]) <= {"Haswell"}
+    assert runs[0].rsplit(" ", 1)[1] == runs[1].rsplit(" ", 1)[1]
