@@ -225,9 +225,11 @@ TOLERANCE_CONFIGURATIONS = {
 }
 
 
-def record_tolerances(output_root: Path, selection=(), configurations=None) -> list[Path]:
+def record_tolerances(output_root: Path, selection=(), configurations=None, reuse: bool = False) -> list[Path]:
     """Run the smoke notebooks under each of ``configurations`` (label → environment variables) and write, into
-    each expected file, the spread of every number around the smoke reference (see :func:`measured_spread`)."""
+    each expected file, the spread of every number around the smoke reference (see :func:`measured_spread`).
+    ``reuse``: a notebook whose run in that configuration is already in ``output_root/<label>/`` (same
+    configuration.json) is read instead of run again — for a recording that was interrupted."""
     configurations = configurations or TOLERANCE_CONFIGURATIONS
     runs: dict = {}
     for label, variables in configurations.items():
@@ -235,8 +237,12 @@ def record_tolerances(output_root: Path, selection=(), configurations=None) -> l
         os.environ.update(variables)
         try:
             for nb in notebooks(selection):
-                print(f"running {nb.name} in configuration {label} …", flush=True)
-                out_dir, _ = run_notebook(nb, Path(output_root) / label, smoke=True)
+                out_dir = Path(output_root).resolve() / label / nb.stem
+                done = out_dir / CONFIGURATION_FILE
+                if not (reuse and done.exists() and (out_dir / "metrics.json").exists()
+                        and json.loads(done.read_text()) == env.configuration()):
+                    print(f"running {nb.name} in configuration {label} …", flush=True)
+                    out_dir, _ = run_notebook(nb, Path(output_root) / label, smoke=True)
                 runs.setdefault(nb.stem, {})[label] = {
                     "metrics": json.loads((out_dir / "metrics.json").read_text()),
                     "configuration": json.loads((out_dir / CONFIGURATION_FILE).read_text()),
@@ -473,12 +479,17 @@ def main(argv=None) -> int:
     parser.add_argument("--record-tolerances", action="store_true",
                         help="`make tolerances`: smoke runs under other numeric configurations → the measured spread "
                              "in tests/expected/ (output: outputs/smoke/configurations/)")
+    parser.add_argument("--configurations", nargs="+", choices=sorted(TOLERANCE_CONFIGURATIONS), default=None,
+                        help="with --record-tolerances: only these configurations (default: all)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --record-tolerances: read runs already in the output folder instead of repeating them")
     args = parser.parse_args(argv)
     if args.update_expected and not args.smoke:
         parser.error("--update-expected records smoke references; add --smoke")
     if args.record_tolerances:
         root = Path(args.output or ROOT / "outputs" / "smoke" / "configurations")
-        for path in record_tolerances(root, args.select):
+        chosen = {k: TOLERANCE_CONFIGURATIONS[k] for k in args.configurations} if args.configurations else None
+        for path in record_tolerances(root, args.select, chosen, reuse=args.reuse):
             print(f"tolerances written: {path.relative_to(ROOT)}")
         return 0
     if args.output is None:

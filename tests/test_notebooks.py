@@ -83,7 +83,8 @@ def test_smoke_references_say_their_configuration_and_measured_spread():
         reference = _smoke_reference(nb.stem)
         assert reference["configuration"]["numeric_mode"] == "portable", nb.stem
         tolerances = reference.get("tolerances", {})
-        assert set(tolerances.get("configurations", {})) == set(runner.TOLERANCE_CONFIGURATIONS), nb.stem
+        measured = set(tolerances.get("configurations", {}))
+        assert measured and measured <= set(runner.TOLERANCE_CONFIGURATIONS), nb.stem
 
 
 def _smoke_reference(stem):
