@@ -14,6 +14,7 @@ the regression test compares each run with them. Regenerating them is a delibera
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -93,20 +94,27 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
     # the kernel inherits this process's environment: a MPLBACKEND=Agg set for headless tests would keep every
     # figure out of the executed notebook (and so out of the book); the inline backend embeds them
     # The numeric mode's variables go to the kernel too (its launcher sets them again from XAI_NUMERIC_MODE).
-    kernel_environment = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", **env.numeric_environment()}
-    saved = {name: os.environ.get(name) for name in kernel_environment}
-    os.environ.update(kernel_environment)
-    try:
+    with _environment({"MPLBACKEND": "module://matplotlib_inline.backend_inline", **env.numeric_environment()}):
         pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(nb.parent),
                             kernel_name=ensure_kernel(), progress_bar=False, log_output=False)
+        configuration = env.configuration()          # as the kernel saw it
+    (out_dir / CONFIGURATION_FILE).write_text(json.dumps(configuration, indent=1) + "\n")
+    return out_dir, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _environment(variables: dict):
+    """These environment variables while the block runs (a kernel started in it inherits them), then the old ones."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    (out_dir / CONFIGURATION_FILE).write_text(json.dumps(env.configuration(), indent=1) + "\n")
-    return out_dir, time.perf_counter() - started
 
 
 def smoke_reference(metrics: dict, configuration: dict | None = None) -> dict:
@@ -233,9 +241,7 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
     configurations = configurations or TOLERANCE_CONFIGURATIONS
     runs: dict = {}
     for label, variables in configurations.items():
-        saved = {name: os.environ.get(name) for name in variables}
-        os.environ.update(variables)
-        try:
+        with _environment(variables):
             for nb in notebooks(selection):
                 out_dir = Path(output_root).resolve() / label / nb.stem
                 done = out_dir / CONFIGURATION_FILE
@@ -247,12 +253,6 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
                     "metrics": json.loads((out_dir / "metrics.json").read_text()),
                     "configuration": json.loads((out_dir / CONFIGURATION_FILE).read_text()),
                     "variables": variables}
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
     written = []
     for stem, found in runs.items():
         path = EXPECTED / f"{stem}.json"
