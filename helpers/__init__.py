@@ -11,6 +11,7 @@ Core — no simulator, no paper:
 - `uncertainty` — bootstrap intervals, paired tests, group and rank tests (04, 05, 06, 07)
 - `viz` — galleries and overlays (01, 02, 05)
 - `pixels` — the one value convention of images: uint8 is 0–255, floats lie in [0, 1] (all, via others)
+- `arrays` — the checks of numeric arguments (scores, maps, masks, labels): dtype, layout, empty, NaN (all, via others)
 
 Data — reading what exists, never simulating:
 - `data.formats` — images, PanNuke (release layout), DiagSet-A blobs, DigestPath, paper 003's patch table, NIfTI, DICOM, cohort folders (01, 02, 05, 07)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import models, presets
+from .arrays import numeric
 from .data import tensors
 from .simulate import datasets
 from .training import TrainingError, ensure_model, fit, flips_and_rotations, predict, BCEDiceLoss, dice_score, soft_iou
@@ -153,7 +154,8 @@ def ensure_grading_model(data_dir, smoke: bool = False, seed: int = 0, device="a
 # paper 001's U-Net -----------------------------------------------------------------------------------
 def nuclei_targets(types) -> np.ndarray:
     """Type maps (0 background, 1 neoplastic, 2 non-neoplastic) → N×2×H×W uint8 masks (neoplastic, other)."""
-    types = np.asarray(types)
+    types = numeric(types, "types", ndim=3, layout="N × H × W type maps (0 background, 1 neoplastic, 2 other)",
+                    dtype=None)
     return np.stack([types == 1, types == 2], axis=1).astype(np.uint8)
 
 
@@ -267,7 +269,11 @@ def r2_scores(y_true, y_pred) -> list:
     """R² per target (sklearn's definition: 1 − SS_res / SS_tot)."""
     from sklearn.metrics import r2_score
 
-    y_true, y_pred = np.atleast_2d(np.asarray(y_true).T).T, np.atleast_2d(np.asarray(y_pred).T).T
+    fix = "Give one row per patch and one column per target, without NaN."
+    # dtype kept: scikit-learn computes float32 input in float32, as it always did here
+    y_true = numeric(y_true, "y_true", ndim=(1, 2), layout="N or N × targets", min_size=2, dtype=None, fix=fix)
+    y_pred = numeric(y_pred, "y_pred", ndim=(1, 2), layout="N or N × targets", min_size=2, dtype=None, fix=fix)
+    y_true, y_pred = np.atleast_2d(y_true.T).T, np.atleast_2d(y_pred.T).T
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ; give one prediction per target "
                          "and patch (N × targets).")

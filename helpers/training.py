@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import cache, models
+from .arrays import numeric
 from .data import tensors
 from .env import seed_everything, select_device
 
@@ -176,7 +177,9 @@ class BCEDiceLoss(nn.Module):
 
 def dice_score(pred, truth) -> float:
     """Dice coefficient of two boolean masks (1.0 when both are empty)."""
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    # a NaN cast to bool is True: refuse it rather than count it as foreground
+    pred = numeric(pred, "pred", dtype=bool, fix="Give a boolean mask (e.g. probabilities >= 0.5).")
+    truth = numeric(truth, "truth", dtype=bool, fix="Give a boolean mask.")
     if pred.shape != truth.shape:
         raise ValueError(f"pred {pred.shape} and truth {truth.shape} differ in shape; Dice compares masks pixel by "
                          "pixel, so give both at the same size.")
@@ -188,6 +191,8 @@ def soft_iou(logits, targets, smooth: float = 1.0) -> np.ndarray:
     """Paper 001's U-Net "accuracy" (its ``Iou`` module): sigmoid of the logits, then (Σ p·t + 1) / (Σ p + Σ t −
     Σ p·t + 1) over all pixels of both masks of one image — a soft IoU with smoothing, not a Dice. One value per
     image (the thesis validated with batches of one image)."""
+    for name, values in (("logits", logits), ("targets", targets)):
+        numeric(values.detach().cpu() if torch.is_tensor(values) else values, name, dtype=None)
     logits, targets = torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(targets, dtype=torch.float32)
     if logits.shape != targets.shape or logits.ndim < 2:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}: give one N × C × H × W "

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .arrays import numeric
+
 LEVEL = 0.95
 N_RESAMPLES = 2000
 # Small samples get exact p-values: every sign flip (paired) or every relabelling (two groups) of the data is
@@ -103,10 +105,16 @@ def ranked(scores: dict, higher_is_better: bool = True, level: float = LEVEL, n_
     a bootstrap interval, and ``vs_next`` — the paired difference to the next method down (oriented so that a
     positive difference means "better"; None for the last). Units where any method has no score (NaN) are
     dropped for all, so that every comparison is paired."""
+    if not isinstance(scores, dict):
+        raise TypeError(f"scores is a {type(scores).__name__}; give a dict method name → per-unit scores.")
     names = list(scores)
     if len(names) < 2:
         raise ValueError(f"ranked needs at least two methods to order, got {names}.")
-    table = np.vstack([np.asarray(scores[n], np.float64).ravel() for n in names])
+    rows = [numeric(scores[n], f"scores[{n!r}]", finite=False).ravel() for n in names]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"scores hold {dict(zip(names, map(len, rows)))} values per method; paired ranking needs the "
+                         "same units, in the same order, for every method (NaN where a method has no score).")
+    table = np.vstack(rows)
     keep = np.isfinite(table).all(0)
     table = table[:, keep] if higher_is_better else -table[:, keep]
     order = np.argsort(-table.mean(1), kind="stable")
@@ -207,7 +215,8 @@ def groups_differ_p(samples) -> float:
     where scipy would raise."""
     from scipy import stats
 
-    samples = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    samples = [numeric(s, f"samples[{i}]", fix="Give each group's values, without NaN, one group per entry.").ravel()
+               for i, s in enumerate(samples)]
     if len(samples) < 2 or np.ptp(np.concatenate(samples)) == 0:
         return 1.0
     return float(stats.kruskal(*samples).pvalue)
@@ -218,11 +227,8 @@ def rank_correlation(x, y) -> float:
     where scipy returns NaN. NaN or inf in either is refused (it would read as a constant side and give 0)."""
     from scipy import stats
 
-    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    fix = "Drop the units without a value from both x and y before ranking."
+    x, y = numeric(x, "x", fix=fix).ravel(), numeric(y, "y", fix=fix).ravel()
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} values and y {len(y)}; give one pair per unit.")
-    for name, values in (("x", x), ("y", y)):
-        if not np.isfinite(values).all():
-            raise ValueError(f"{name} holds {int((~np.isfinite(values)).sum())} NaN or inf value(s); drop those units "
-                             "from both x and y before ranking.")
     return float(stats.spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .arrays import numeric
 from .pixels import unit_float
 
 
@@ -185,9 +186,7 @@ def ranking(maps, tie_break: str = "random", seed: int = 0) -> np.ndarray:
 def top_k_masks(maps, k, tie_break: str = "random", seed: int = 0) -> np.ndarray:
     """Binary maps holding the k most attributed pixels of each map (``k`` one count or one per map; ties ordered
     by :func:`ranking`): the area-matched binarisation, free of any threshold."""
-    a = np.asarray(maps, np.float64)
-    if a.ndim != 3:
-        raise ValueError(f"maps must be N × H × W, got shape {a.shape}.")
+    a = numeric(maps, "maps", ndim=3, layout="N × H × W", fix="Add a batch axis with maps[None] for one map.")
     k = np.broadcast_to(np.asarray(k, int), (len(a),))
     order = ranking(a, tie_break, seed)
     out = np.zeros(order.shape, bool)

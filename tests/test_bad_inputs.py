@@ -1,5 +1,7 @@
 """Bad input at the boundary of the public helpers: each case must raise the named exception with a message that
 says what was received and what to do — never silent garbage, never a bare IndexError from a library."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -285,3 +287,102 @@ def test_nan_is_refused_with_the_argument_named_not_turned_into_a_number():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_numeric_arguments_are_checked_at_the_entry_point_not_deep_inside_a_library():
+    """helpers.arrays at the entry points that take scores, maps, masks and labels: an empty array, a wrong
+    layout, NaN or a non-number stops there with the argument named — never an IndexError / AxisError from numpy or
+    scikit-learn, and never a plausible number (a NaN mask counted as foreground, a NaN map never active)."""
+    from helpers import arrays, recipes, xai_metrics
+    from helpers.data import annotations, tissue
+    from helpers.methods.dti import diffusion
+    from helpers.methods.seeded import embeddings
+
+    nan_map = np.full((2, 4, 4), 0.5)
+    nan_map[0, 0, 0] = np.nan
+    cases = [
+        # (call, error, message naming the argument)
+        (lambda: training.dice_score(np.array([[np.nan, 0.0]]), np.ones((1, 2), bool)), ValueError, "pred holds 1 NaN"),
+        (lambda: training.dice_score(np.ones(2, bool), ["a", "b"]), TypeError, "truth of dtype <U1"),
+        (lambda: training.soft_iou(np.full((1, 1, 2, 2), np.nan), np.ones((1, 1, 2, 2))), ValueError, "logits holds"),
+        (lambda: uncertainty.groups_differ_p([[1.0, np.nan], [2.0, 3.0]]), ValueError, r"samples\[0\] holds 1 NaN"),
+        (lambda: uncertainty.groups_differ_p([[1.0, 2.0], []]), ValueError, r"samples\[1\] of shape \(0,\)"),
+        (lambda: uncertainty.rank_correlation([], []), ValueError, "x of shape"),
+        (lambda: uncertainty.ranked({"a": [1, 2, 3], "b": [1, 2]}), ValueError, "same units"),
+        (lambda: uncertainty.ranked([[1, 2], [3, 4]]), TypeError, "scores is a list"),
+        (lambda: concepts.relative_error(np.ones((4, 3)), np.ones((4, 2)), np.ones((3, 3))), ValueError,
+         "do not fit V ≈ W H"),
+        (lambda: concepts.relative_error(np.ones(3), np.ones((3, 1)), np.ones((1, 3))), ValueError,
+         "V of shape .3,.: expected vectors × channels"),
+        (lambda: concepts.relative_error(np.zeros((2, 2)), np.zeros((2, 1)), np.zeros((1, 2))), ValueError, "all zeros"),
+        (lambda: concepts.aggregate(np.full((2, 3, 4, 4), np.nan)), ValueError, "concept_weights holds 96 NaN"),
+        (lambda: concepts.aggregate(np.ones((2, 3))), ValueError, "concept_weights of shape"),
+        (lambda: concepts.weight_correlations(np.ones(5)), ValueError, "concept_weights of shape"),
+        (lambda: concepts.cosine_similarity(np.ones(5)), ValueError, "H of shape .5,.: expected K × channels"),
+        (lambda: clam.activated_area(nan_map, 0.5), ValueError, "maps holds 1 NaN"),
+        (lambda: clam.activated_area(np.ones((4, 4)), 0.5), ValueError, "maps of shape .4, 4.: expected a batch"),
+        (lambda: clam.cluster_average(np.ones((0, 4, 4)), []), ValueError, "maps of shape .0, 4, 4. holds 0"),
+        (lambda: clam.cluster_average(np.ones((2, 4, 4)), [0.5, 1]), ValueError, "labels holds non-integer"),
+        (lambda: clam.cluster_average(np.ones((2, 4, 4)), [-1, 0]), ValueError, "clusters are numbered"),
+        (lambda: clam.population_average(nan_map, [0, 1]), ValueError, "maps holds 1 NaN"),
+        (lambda: clam.peak_inside(np.full((1, 2, 2), np.nan), np.ones((1, 2, 2), bool)), ValueError,
+         "maps holds 4 NaN.*no peak"),
+        (lambda: dec.cluster_accuracy([0, 1, np.nan], [0, 1, 1]), ValueError, "y_true holds 1 NaN"),
+        (lambda: dec.cluster_accuracy([], []), ValueError, "y_true of shape .0,. holds 0"),
+        (lambda: dec.silhouette(np.full((3, 2), np.nan), [0, 1, 1]), ValueError, "embedding holds 6 NaN"),
+        (lambda: dec.silhouette(np.ones((3, 2)), [0, 1]), dec.ClusteringError, "one label per image"),
+        (lambda: sic.seed_f1([-1, -1], [True, False]), sic.SeedError, "no clicked patch"),
+        (lambda: sic.seed_f1([0, 2], [True, False]), sic.SeedError, r"seeds hold \[2\]"),
+        (lambda: sic.seed_f1([0, np.nan], [True, False]), ValueError, "seeds holds 1 NaN"),
+        (lambda: recipes.r2_scores([1.0, np.nan, 2.0], [1.0, 2.0, 3.0]), ValueError, "y_true holds 1 NaN"),
+        (lambda: recipes.r2_scores([], []), ValueError, "y_true of shape .0,. holds 0"),
+        (lambda: recipes.nuclei_targets(np.zeros((4, 4))), ValueError, "types of shape .4, 4.: expected N × H × W"),
+        (lambda: xai_metrics.top_k_masks(nan_map, 2), ValueError, "maps holds 1 NaN"),
+        (lambda: formats.to_nifti_axes(np.zeros((2, 3, 4, 5))), ValueError, "volume of shape .2, 3, 4, 5."),
+        (lambda: embeddings.mask_fraction(np.ones((2, 4, 4)), [[2, 2]], 2), ValueError, "mask of shape .2, 4, 4."),
+        (lambda: tissue.integral_image(np.ones(5)), ValueError, "mask of shape .5,.: expected one H × W mask"),
+        (lambda: tissue.box_sums(tissue.integral_image(np.ones((4, 4))), np.array([0.5]), np.array([0]), 2),
+         TypeError, "ys of dtype float64"),
+        (lambda: tissue.box_sums(tissue.integral_image(np.ones((4, 4))), np.array([3]), np.array([0]), 2),
+         ValueError, "leave the 4 × 4 mask"),
+        (lambda: annotations.rasterise(None, (4, 4)), ValueError, "give a shapely geometry"),
+        (lambda: diffusion.colour_fa(np.ones((2, 2)), np.ones((2, 2, 3))), ValueError, "evecs must be fa's shape"),
+        (lambda: arrays.numeric([[1, 2], [3]], "rows"), ValueError, "rows cannot be read as one array"),
+        (lambda: arrays.numeric(np.array([1 + 1j]), "z"), TypeError, "z of dtype complex128"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+    # and the valid inputs still give the numbers they gave before
+    assert training.dice_score(np.array([[1, 0], [1, 1]]), np.array([[1, 1], [0, 1]])) == pytest.approx(2 * 2 / 6)
+    assert uncertainty.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert uncertainty.rank_correlation([1], [2]) == 0.0                     # one unit: constant, as documented
+    assert sic.seed_f1([1, 0, -1], [True, False, True]) == 1.0
+    np.testing.assert_array_equal(tissue.box_sums(tissue.integral_image(np.ones((4, 4))), np.array([2]),
+                                                  np.array([2]), 2), [4])
+    assert recipes.r2_scores([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == [1.0]
+
+
+def test_unreadable_patch_files_are_named_with_the_fix(tmp_path):
+    """A DiagSet blob or a patch table that is missing, a folder, empty, truncated or in another format: one error
+    from the reader, naming the file, instead of numpy's "No data left in file" or pandas' EmptyDataError."""
+    from helpers.methods.seeded import embeddings
+
+    np.save(tmp_path / "good.npy", np.zeros((2, 4, 4, 3), np.uint8))
+    (tmp_path / "truncated.npy").write_bytes((tmp_path / "good.npy").read_bytes()[:90])
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "pickled.npy").write_bytes(os.urandom(200))
+    np.save(tmp_path / "flat.npy", np.zeros(5))
+    for name, message in (("missing.npy", "not found"), (".", "not found"), ("empty.npy", "not a readable .npy"),
+                          ("truncated.npy", "not a readable .npy"), ("pickled.npy", "not a readable .npy"),
+                          ("flat.npy", r"shape \(5,\); a DiagSet blob is N × H × W × 3")):
+        with pytest.raises((FileNotFoundError, ValueError), match=message):
+            formats.read_diagset_patches(tmp_path / name)
+    assert formats.read_diagset_patches(tmp_path / "good.npy", [1]).shape == (1, 4, 4, 3)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    for name in ("empty.csv", "binary.csv"):
+        with pytest.raises(ValueError, match=f"csv_path .*{name} cannot be read as a CSV table"):
+            formats.load_patch_table(tmp_path / name)
+    with pytest.raises(embeddings.StoreError, match="slide file .*missing.svs not found"):
+        embeddings.slide_file_digest(tmp_path / "missing.svs")

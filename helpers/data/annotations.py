@@ -103,6 +103,10 @@ def rasterise(geometry, shape, downsample: float = 1.0, origin=(0.0, 0.0)) -> np
     geometry (shapely's vectorised contains)."""
     import shapely
 
+    if not (hasattr(geometry, "geom_type") and np.ndim(shape) == 1 and len(shape) == 2
+            and all(isinstance(v, (int, np.integer)) and v > 0 for v in shape)):
+        raise ValueError(f"rasterise(geometry={type(geometry).__name__}, shape={shape!r}): give a shapely geometry "
+                         "(e.g. from read_qupath_regions) and the mask's (height, width) as two positive integers.")
     rows, cols = np.mgrid[: shape[0], : shape[1]]
     xs = float(origin[0]) + (cols.ravel() + 0.5) * downsample
     ys = float(origin[1]) + (rows.ravel() + 0.5) * downsample

@@ -247,7 +247,17 @@ def load_diagset_blobs(root):
 
 def read_diagset_patches(path, indices=None) -> np.ndarray:
     """Patches of one DiagSet-A blob (all, or the given indices), read through a memory map."""
-    patches = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DiagSet blob {path} not found (or not a file); give one <slide>/<class>/*.npy file "
+                                "as listed by load_diagset_blobs.")
+    try:
+        patches = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise ValueError(f"{path} is not a readable .npy blob of patches ({type(err).__name__}: {err}); the file "
+                         "is truncated or in another format.") from None
+    if patches.ndim != 4 or patches.shape[-1] != 3:
+        raise ValueError(f"{path} holds an array of shape {patches.shape}; a DiagSet blob is N × H × W × 3.")
     return np.asarray(patches if indices is None else patches[np.asarray(indices, int)])
 
 
@@ -265,7 +275,11 @@ def load_patch_table(csv_path, image_dir=None, targets=PATCH_TABLE_TARGETS):
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"patch table {csv_path} not found.")
-    table = pd.read_csv(csv_path)
+    try:
+        table = pd.read_csv(csv_path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as err:
+        raise ValueError(f"csv_path {csv_path} cannot be read as a CSV table ({type(err).__name__}: {err}); give the "
+                         "patch table, one row per patch with an 'image' column and the targets.") from None
     needed = ["image", *targets]
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -468,6 +482,11 @@ def load_dicom_series(folder):
 # Volumes are handled as (z, y, x) arrays (axial slice = vol[z]); NIfTI stores (x, y, z), so writing and
 # loading transpose, and the affine carries the voxel spacing in millimetres.
 def to_nifti_axes(volume):
+    """A Z × Y × X volume (the collection's axis order) as X × Y × Z (NIfTI's), and back: the axes reversed."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"volume of shape {volume.shape}: expected one 3-D volume (Z × Y × X); for a cohort pass "
+                         "one subject's volume at a time.")
     return np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
 
 

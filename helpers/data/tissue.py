@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import numeric
 from ..pixels import check_range
 
 
 # ---------------------------------------------------------------------------------------------------- tiling
 def integral_image(mask):
     """Summed-area table of a 2-D mask (one extra zero row and column), for box sums in O(1)."""
+    mask = numeric(mask, "mask", ndim=2, layout="one H × W mask", dtype=None)
     ii = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     ii[1:, 1:] = np.cumsum(np.cumsum(mask, 0, dtype=np.int64), 1)
     return ii
@@ -17,6 +19,17 @@ def integral_image(mask):
 
 def box_sums(ii, ys, xs, size):
     """Sums of the ``size``×``size`` boxes with top-left corners (ys, xs) from an :func:`integral_image`."""
+    ys, xs = np.asarray(ys), np.asarray(xs)
+    for name, v in (("ys", ys), ("xs", xs)):
+        if not np.issubdtype(v.dtype, np.integer):
+            raise TypeError(f"{name} of dtype {v.dtype}: box corners are integer pixel positions (use np.rint(...)"
+                            ".astype(int)).")
+    ii = np.asarray(ii)
+    if ii.ndim != 2:
+        raise ValueError(f"ii of shape {ii.shape}: give the 2-D table integral_image(mask) returns.")
+    if ys.size and (ys.min() < 0 or xs.min() < 0 or ys.max() + size >= ii.shape[0] or xs.max() + size >= ii.shape[1]):
+        raise ValueError(f"boxes of size {size} at rows {ys.min()}…{ys.max()}, columns {xs.min()}…{xs.max()} leave "
+                         f"the {ii.shape[0] - 1} × {ii.shape[1] - 1} mask; keep corners within it.")
     return ii[ys + size, xs + size] - ii[ys, xs + size] - ii[ys + size, xs] + ii[ys, xs]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..arrays import numeric
 from ..env import select_device
 from ..pixels import check_range
 
@@ -233,8 +234,18 @@ def transform(V, H, batch_rows: int = 262144, max_iter: int = 200, tol: float = 
 
 
 def relative_error(V, W, H) -> float:
-    V = np.asarray(V, np.float64)
-    return float(np.linalg.norm(V - np.asarray(W, np.float64) @ np.asarray(H, np.float64)) / np.linalg.norm(V))
+    """‖V − W H‖ / ‖V‖ (Frobenius): how much of the features the K concepts leave unexplained."""
+    V = numeric(V, "V", ndim=2, layout="vectors × channels")
+    W = numeric(W, "W", ndim=2, layout="vectors × K")
+    H = numeric(H, "H", ndim=2, layout="K × channels")
+    if W.shape[0] != V.shape[0] or H.shape[1] != V.shape[1] or W.shape[1] != H.shape[0]:
+        raise ValueError(f"V {V.shape}, W {W.shape} and H {H.shape} do not fit V ≈ W H; give W as n × K and H as "
+                         "K × C of the same fit.")
+    norm = np.linalg.norm(V)
+    if norm == 0:
+        raise ValueError("V is all zeros: a relative error is undefined; check that the layer's activations are not "
+                         "dead for these inputs.")
+    return float(np.linalg.norm(V - W @ H) / norm)
 
 
 # ------------------------------------------------------------------------------- streamed (out of core)
@@ -606,7 +617,8 @@ def aggregate(concept_weights, how: str = "sum") -> np.ndarray:
     """Per-tile concept scores from T × K × h × w intensities: ``sum`` of weights (paper 000's choice),
     ``coverage`` (share of positions where the concept is the strongest), ``max`` weight, ``mean_positive``
     (mean over the positions where the weight is positive)."""
-    Wt = np.asarray(concept_weights, np.float64)
+    Wt = numeric(concept_weights, "concept_weights", ndim=(3, 4), layout="T × K × h × w (or T × K × positions)",
+                 fix="Give concept_maps' intensities of the tiles.")
     t, k = Wt.shape[:2]
     flat = Wt.reshape(t, k, -1)
     if how == "sum":
@@ -625,7 +637,8 @@ def aggregate(concept_weights, how: str = "sum") -> np.ndarray:
 def weight_correlations(concept_weights):
     """Mean and std over tiles of the Pearson correlation between concept maps within a tile (paper's Fig. 4,
     left). Tiles where a concept is constant do not count for its pairs."""
-    Wt = np.asarray(concept_weights, np.float64)
+    Wt = numeric(concept_weights, "concept_weights", ndim=(3, 4), layout="T × K × h × w (or T × K × positions)",
+                 fix="Give concept_maps' intensities of the tiles.")
     t, k = Wt.shape[:2]
     flat = Wt.reshape(t, k, -1)
     centred = flat - flat.mean(-1, keepdims=True)
@@ -637,7 +650,7 @@ def weight_correlations(concept_weights):
 
 def cosine_similarity(H) -> np.ndarray:
     """Cosine similarity of the concept vectors (rows of H; paper's Fig. 4, right)."""
-    H = np.asarray(H, np.float64)
+    H = numeric(H, "H", ndim=2, layout="K × channels (one concept per row)")
     unit = H / (np.linalg.norm(H, axis=1, keepdims=True) + _EPS)
     return unit @ unit.T
 

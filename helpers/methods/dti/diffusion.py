@@ -53,4 +53,8 @@ def md_fa(evals):
 
 def colour_fa(fa, evecs):
     """Direction-encoded colour FA: |principal eigenvector| (x red, y green, z blue) × FA."""
-    return np.clip(np.abs(np.asarray(evecs)[..., :, 0]) * np.asarray(fa)[..., None], 0, 1)
+    fa, evecs = np.asarray(fa), np.asarray(evecs)
+    if evecs.shape != fa.shape + (3, 3):
+        raise ValueError(f"fa {fa.shape} and evecs {evecs.shape}: evecs must be fa's shape × 3 × 3 (eigenvectors in "
+                         "columns, as fit_tensor returns them).")
+    return np.clip(np.abs(evecs[..., :, 0]) * fa[..., None], 0, 1)

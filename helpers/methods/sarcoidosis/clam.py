@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...arrays import labels as check_labels, numeric
 from ...env import select_device
 from ...features import layer_activations
 from ...models import channels_last_copy
@@ -159,9 +160,12 @@ def score_cam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_si
 
 def cluster_average(maps, labels, k: int | None = None):
     """Mean map per cluster (eq. 10 as a mean): K×spatial; NaN for a cluster without images."""
-    maps, labels = np.asarray(maps), np.asarray(labels)
+    maps = numeric(maps, "maps", ndim=(3, 4), layout="N × H × W (or N × D × H × W)", dtype=None)
+    labels = check_labels(labels, "labels", fix="Give each image's cluster, 0 … K − 1.")
     if len(maps) != len(labels):
         raise ValueError(f"{len(maps)} maps but {len(labels)} labels.")
+    if labels.min() < 0:
+        raise ValueError(f"labels hold {labels.min()}; clusters are numbered 0 … K − 1.")
     k = int(labels.max()) + 1 if k is None else int(k)
     out = np.full((k,) + maps.shape[1:], np.nan, np.float32)
     for c in range(k):
@@ -175,7 +179,8 @@ def population_average(maps, labels, k: int | None = None, weighting: str = "ima
     it is the mean over all images (``weighting="images"``, the paper's equation). ``weighting="clusters"`` is the
     mean of the cluster averages instead (each cluster counts once, whatever its size; not the paper's)."""
     if weighting == "images":
-        maps, labels = np.asarray(maps), np.asarray(labels)
+        maps = numeric(maps, "maps", ndim=(3, 4), layout="N × H × W (or N × D × H × W)", dtype=None)
+        labels = check_labels(labels, "labels", fix="Give each image's cluster, 0 … K − 1.")
         if len(maps) != len(labels):
             raise ValueError(f"{len(maps)} maps but {len(labels)} labels.")
         return maps.mean(0).astype(np.float32)
@@ -186,9 +191,8 @@ def population_average(maps, labels, k: int | None = None, weighting: str = "ima
 
 def activated_area(maps, threshold: float = 0.5, mask=None) -> np.ndarray:
     """Pixels (voxels) per map at or above ``threshold``, optionally only inside ``mask``."""
-    maps = np.asarray(maps)
-    if maps.ndim < 3:
-        raise ValueError(f"maps of shape {maps.shape}: expected a batch N × H × W (or N × D × H × W).")
+    # a NaN pixel is never at or above the threshold: refused rather than counted as inactive
+    maps = numeric(maps, "maps", ndim=(3, 4), layout="a batch N × H × W (or N × D × H × W)", dtype=None)
     on = maps >= threshold
     if mask is not None:
         mask = np.asarray(mask, bool)
@@ -201,7 +205,9 @@ def activated_area(maps, threshold: float = 0.5, mask=None) -> np.ndarray:
 
 def peak_inside(maps, masks) -> np.ndarray:
     """For each map, whether its maximum lies inside the matching mask (e.g. a cluster's true abnormality)."""
-    maps, masks = np.asarray(maps), np.asarray(masks, bool)
+    maps = numeric(maps, "maps", ndim=(3, 4), layout="N × H × W (or N × D × H × W)", dtype=None,
+                   fix="A map without values has no peak.")
+    masks = numeric(masks, "masks", dtype=bool)
     if maps.shape != masks.shape:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape.")
     flat = maps.reshape(len(maps), -1)

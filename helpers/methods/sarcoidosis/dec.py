@@ -25,6 +25,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ...arrays import labels as check_labels, numeric
 from ...env import select_device
 
 
@@ -409,7 +410,8 @@ def cluster_accuracy(y_true, y_pred) -> float:
     classes (Hungarian algorithm); clusters left unmatched count as errors."""
     from scipy.optimize import linear_sum_assignment
 
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_true = check_labels(y_true, "y_true", fix="Give each image's class.")
+    y_pred = check_labels(y_pred, "y_pred", fix="Give each image's cluster.")
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ClusteringError(f"labels of shapes {y_true.shape} and {y_pred.shape}: give two 1-D arrays of equal "
                               "length.")
@@ -425,6 +427,10 @@ def silhouette(embedding, labels) -> float:
     """Average silhouette width; NaN when the labels hold a single cluster."""
     from sklearn.metrics import silhouette_score
 
+    embedding = numeric(embedding, "embedding", ndim=2, layout="images × latent dimensions", dtype=None)
+    labels = check_labels(labels, "labels", fix="Give each image's cluster.")
+    if len(labels) != len(embedding):
+        raise ClusteringError(f"{len(embedding)} embedded images but {len(labels)} labels; give one label per image.")
     if len(np.unique(labels)) < 2:
         return float("nan")
     return float(silhouette_score(embedding, labels))

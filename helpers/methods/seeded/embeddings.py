@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...arrays import numeric
 from ...cache import OWNED, building, is_owned, safe_name
 
 STORE_FORMAT = 1
@@ -396,7 +397,7 @@ def mask_fraction(mask, centres, patch: int) -> np.ndarray:
     """Fraction of each patch (given by its centre) inside ``mask``: ground truth is fraction ≥ 0.5."""
     from ...data.tissue import box_sums, integral_image
 
-    mask = np.asarray(mask, bool)
+    mask = numeric(mask, "mask", ndim=2, layout="one H × W mask of the slide", dtype=bool)
     top_left = np.rint(np.asarray(centres) - patch / 2.0).astype(int)
     if len(top_left) and (top_left.min() < 0 or (top_left + patch > np.array(mask.shape)).any()):
         raise StoreError(f"patch centres fall outside the {mask.shape} mask; is it the mask of this slide?")
@@ -519,6 +520,8 @@ def slide_file_digest(path) -> str:
     """Identity of a slide file for store reuse: its size and the sha256 of its first and last MiB (hashing a
     multi-gigabyte slide whole would cost more than embedding it)."""
     path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"slide file {path} not found (or not a file); give the path of the slide the store is for.")
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as handle:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...arrays import labels as check_labels, numeric
+
 
 class SeedError(ValueError):
     """Bad embeddings or seeds, with what to change."""
@@ -86,10 +88,17 @@ def seed_f1(seeds, positive) -> float:
     """F1 of the positive prediction at the seeded patches only (what the clicks can judge)."""
     from sklearn.metrics import f1_score
 
-    seeds, positive = np.asarray(seeds), np.asarray(positive, bool)
+    seeds = check_labels(seeds, "seeds", fix="Give 1 (clicked positive), 0 (clicked negative) or -1 per patch.")
+    positive = numeric(positive, "positive", dtype=bool)
     if seeds.shape != positive.shape:
         raise SeedError(f"{seeds.shape} seeds and {positive.shape} predictions; give one of each per patch.")
+    if not np.isin(seeds, (-1, 0, 1)).all():
+        raise SeedError(f"seeds hold {sorted(set(np.unique(seeds).tolist()) - {-1, 0, 1})}; a seed is 1 (clicked "
+                        "positive), 0 (clicked negative) or -1 (not clicked).")
     known = seeds >= 0
+    if not known.any():
+        raise SeedError("seeds has no clicked patch (every value is -1): an F1 on the seeds needs at least one; "
+                        "check that the clicks fall on the slide's patches.")
     return float(f1_score(seeds[known], positive[known].astype(int), zero_division=0.0))
 
 
