@@ -119,11 +119,11 @@ NOTEBOOK_SMOKE = {
     "05_cam_benchmarks": dict(PER_CLASS_TENDENCY=1, LIME_SAMPLES=100, IG_STEPS=8, NT_SAMPLES=2, NT_STEPS=4,
                               OCCLUSION_WINDOW=16, OCCLUSION_STRIDE=8, DELETION_STEPS=8, MPRT_PATCHES=6),
     "06_dti_regression_xai": dict(N_EXPLAIN=4, N_MEASURE=6, SMOOTHGRAD_N=4),
-    "07_sarcoidosis_clam": dict(N_IMAGES=60, FIT_KS=[2, 3, 4, 5, 6], PRETRAIN_EPOCHS=4, DEC_EPOCHS=2,
+    "07_sarcoidosis_clam": dict(N_IMAGES=60, FIT_KS=[2, 3, 4, 5, 6], PRETRAIN_EPOCHS=4, DEC_EPOCHS=3, DEC_PATIENCE=1,
                                 DIGITS_PRETRAIN_EPOCHS=2, DIGITS_DEC_EPOCHS=2, DIGITS_N=400, COHORT_N=12,
                                 COHORT_SHAPE=[32, 32, 32], COHORT_SPACING_MM=9.0, TEMPLATE_ITERATIONS=1,
                                 COHORT_KS=[2, 3, 4], COHORT_PRETRAIN_EPOCHS=3, COHORT_DEC_EPOCHS=2,
-                                GAP_REFERENCES=3, OTHER_DEC_STOPS=["labels"]),
+                                GAP_REFERENCES=3, OTHER_DEC_STOPS=["loss", "labels"]),
 }
 
 

@@ -16,6 +16,13 @@ CLAIMS_FILE = "claims.json"
 # OUTPUT_DIR may be a folder of the user's: the files written there are listed here, and only those are ever replaced
 LEDGER = ".written-by-helpers.json"
 VERDICTS = {True: "reproduces", False: "does not reproduce"}
+# what a claim's verdict can tell: a reproduction of the paper; a verdict the simulator decides by construction (the
+# data were made so that it holds or fails — never counted as a reproduction); a check the paper did not make
+KINDS = {"reproduction": "reproduction of the paper", "simulator": "set by the simulator",
+         "beyond": "beyond the paper"}
+_VERDICT_WORDS = {"reproduction": VERDICTS, "simulator": {True: "holds (set by the simulator)",
+                                                          False: "fails (set by the simulator)"},
+                  "beyond": {True: "holds", False: "fails"}}
 
 
 def init(output_dir, fresh: bool = True) -> Path:
@@ -26,6 +33,12 @@ def init(output_dir, fresh: bool = True) -> Path:
     """
     path = ensure_writable_dir(output_dir, what="OUTPUT_DIR")
     _state["output_dir"] = path
+    try:    # tables of claims and notes are read in full: pandas would cut every cell at 50 characters
+        import pandas as pd
+
+        pd.set_option("display.max_colwidth", None)
+    except ImportError:
+        pass
     _state["started"] = time.perf_counter()
     if fresh:
         for name in ("metrics.json", CLAIMS_FILE):
@@ -142,7 +155,7 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
 
 # ------------------------------------------------------------------------------------------------ claims
 def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dict | None = None,
-          effect=None) -> bool:
+          effect=None, kind: str = "reproduction") -> bool:
     """Record one claim of the paper as a verdict of this run.
 
     ``metrics.json`` gets ``claim_<name>`` (true when the claim reproduces here) and every number of
@@ -150,7 +163,13 @@ def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dic
     paper's value, this run's value as text) for :func:`claims_table`. ``here`` is meant to be an f-string of
     the evidence, so that no number in the table is typed by hand. ``effect`` (optional) is the signed size of the
     effect the claim is about, positive in the paper's direction (e.g. a difference of means, a correlation):
-    recorded as ``effect_<name>``, it lets the seed study tell "same direction, not decided" from "flips"."""
+    recorded as ``effect_<name>``, it lets the seed study tell "same direction, not decided" from "flips".
+    ``kind`` (:data:`KINDS`): "reproduction" (the paper's claim tested on this data), "simulator" (a verdict the
+    simulator decides by construction: shown and recorded, never counted as a reproduction) or "beyond" (a check
+    the paper did not make, e.g. a sanity check with a control)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: choose one of {', '.join(map(repr, KINDS))} ('simulator' when the data were "
+                         "simulated so that the verdict is decided by construction).")
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"claim name {name!r} must be a short identifier such as 'gradcam_best' "
                          "(it becomes the metric claim_<name>).")
@@ -166,7 +185,7 @@ def claim(name: str, statement: str, paper: str, here: str, holds, evidence: dic
     path = _take(CLAIMS_FILE)
     rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["name"] != name]
     rows.append({"name": name, "statement": statement, "paper": str(paper), "here": str(here), "holds": verdict,
-                 "evidence": sorted(evidence)})
+                 "evidence": sorted(evidence), "kind": kind})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rows, indent=2, ensure_ascii=False))
     tmp.replace(path)
@@ -210,9 +229,10 @@ def claims_table(notebook: str | None = None):
     labels = _seed_study(notebook).get("claims", {}) if notebook else {}
     table = pd.DataFrame({
         "claim": [r["statement"] for r in rows],
+        "kind": [KINDS[r.get("kind", "reproduction")] for r in rows],
         "paper": [r["paper"] for r in rows],
         "here": [r["here"] for r in rows],
-        "verdict": [VERDICTS[r["holds"]] for r in rows],
+        "verdict": [_VERDICT_WORDS[r.get("kind", "reproduction")][r["holds"]] for r in rows],
     }, index=pd.Index([r["name"] for r in rows], name="claim_"))
     if study:
         table["over the seed study"] = [seed_verdict(study.get(r["name"], []), labels.get(f"claim_{r['name']}"))
@@ -265,7 +285,8 @@ def _describe(configuration: dict) -> str:
 def claims_summary(notebook: str | None = None) -> str:
     """One Markdown sentence naming which claims reproduce, which do not, and which flip across seeds, followed
     (with ``notebook``) by where the seed study was recorded."""
-    rows = claims()
+    every = claims()
+    rows = [r for r in every if r.get("kind", "reproduction") == "reproduction"]
     study = seed_verdicts(notebook) if notebook else {}
     unstable = [r["name"] for r in rows if len(set(study.get(r["name"], []))) > 1]
     held = [r["name"] for r in rows if r["holds"] and r["name"] not in unstable]
@@ -276,4 +297,9 @@ def claims_summary(notebook: str | None = None) -> str:
         parts.append(f"{len(unstable)} change verdict between the seeds of the study (`make seeds`)"
                      + (f" ({', '.join(unstable)})" if unstable else ""))
     text = "; ".join(parts) + "."
+    for kind in ("simulator", "beyond"):
+        others = [r for r in every if r.get("kind") == kind]
+        if others:
+            text += (f" Counted apart, {KINDS[kind]}: {sum(r['holds'] for r in others)} of {len(others)} hold ("
+                     + ", ".join(f"{r['name']} {'holds' if r['holds'] else 'fails'}" for r in others) + ").")
     return text + (" " + seed_study_note(notebook) if notebook else "")

@@ -378,10 +378,11 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
             "seeds": runs}
 
 
-def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS) -> list[Path]:
-    """Write every notebook's seed study into the default section of its expected file (other sections kept)."""
+def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS, selection=()) -> list[Path]:
+    """Write the seed study of every notebook (or of those ``selection`` names, by prefix) into the default section
+    of its expected file (other sections and other notebooks' files kept)."""
     written = []
-    for nb in notebooks():
+    for nb in notebooks(selection):
         path = EXPECTED / f"{nb.stem}.json"
         expected = json.loads(path.read_text()) if path.exists() else {}
         expected.setdefault("default", {}).update(seed_study(nb.stem, output_root, seeds))
@@ -495,7 +496,7 @@ def main(argv=None) -> int:
     if args.output is None:
         args.output = str(default_output_root(args.smoke, args.seed, args.record_seeds))
     if args.record_seeds:
-        for path in record_seed_study(Path(args.output), tuple(args.seeds)):
+        for path in record_seed_study(Path(args.output), tuple(args.seeds), args.select):
             print(f"seed study written: {path.relative_to(ROOT)}")
         return 0
     todo = notebooks(args.select)

@@ -372,3 +372,17 @@ def rank_similarity(maps_a, maps_b) -> np.ndarray:
         else:
             out.append(float(spearmanr(ai, bi)[0]))
     return np.array(out)
+
+
+def ssim_similarity(maps_a, maps_b, data_range: float = 1.0) -> np.ndarray:
+    """Structural similarity (scikit-image's SSIM, its default 7 × 7 uniform window) between corresponding maps, one
+    value per pair: the similarity Adebayo et al. used for the randomisation checks. Maps in [0, 1] by default
+    (``data_range``); 1 means identical, values near 0 unrelated."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _check_pair(maps_a, maps_b, "second maps")
+    if not (isinstance(data_range, (int, float)) and data_range > 0):
+        raise ValueError(f"data_range={data_range!r}: give the maps' value range, a positive number (1.0 for [0, 1]).")
+    if min(a.shape[1:]) < 7:
+        raise ValueError(f"maps of shape {a.shape}: SSIM's 7-px window needs maps of at least 7 × 7 pixels.")
+    return np.array([float(structural_similarity(x, y, data_range=data_range)) for x, y in zip(a, b)])

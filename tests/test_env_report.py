@@ -110,6 +110,24 @@ def test_claims_are_recorded_as_verdicts_with_their_evidence(tmp_path):
     assert report.claims() == []
 
 
+def test_verdicts_set_by_the_simulator_are_shown_and_counted_apart(tmp_path):
+    report.init(tmp_path)
+    report.claim("paper_claim", "the paper's claim", "yes", "0.7", True)
+    report.claim("built_in", "an association the simulator builds in", "p < 0.001", "p = 1e-9", True, kind="simulator")
+    report.claim("control", "the map beats its control (not in the paper)", "—", "0.1 [0.05, 0.2]", False,
+                 kind="beyond")
+    table = report.claims_table()
+    assert list(table["kind"]) == ["reproduction of the paper", "set by the simulator", "beyond the paper"]
+    assert list(table["verdict"]) == ["reproduces", "holds (set by the simulator)", "fails"]
+    summary = report.claims_summary()
+    assert summary.startswith("**1 of 1 claims reproduce here** (paper_claim); 0 do not.")
+    assert "set by the simulator: 1 of 1 hold (built_in holds)" in summary
+    assert "beyond the paper: 0 of 1 hold (control fails)" in summary
+    assert report.load_metrics(tmp_path)["claim_built_in"] is True          # recorded like every verdict
+    with pytest.raises(ValueError, match="kind='guess'"):
+        report.claim("x", "s", "p", "h", True, kind="guess")
+
+
 def test_claims_refuse_what_is_not_a_verdict(tmp_path):
     report.init(tmp_path)
     with pytest.raises(TypeError, match="True or False"):

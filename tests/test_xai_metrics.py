@@ -189,3 +189,19 @@ def test_randomised_copy_and_rank_similarity():
     assert xai_metrics.rank_similarity(a, np.zeros_like(a)).tolist() == [0, 0, 0]   # constant map: no shared ranking
     with pytest.raises(ValueError, match="no layer with reset_parameters"):
         xai_metrics.randomised_copy(torch.nn.ReLU())
+
+
+def test_ssim_similarity_is_scikit_images_ssim_per_pair():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    a = rng.random((3, 12, 12))
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
+    ours = xai_metrics.ssim_similarity(a, b)
+    np.testing.assert_allclose(ours, [structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)])
+    np.testing.assert_allclose(xai_metrics.ssim_similarity(a, a), 1.0)
+    assert (ours < 1).all() and xai_metrics.ssim_similarity(a, 1 - a).mean() < ours.mean()
+    with pytest.raises(ValueError, match="7 × 7"):
+        xai_metrics.ssim_similarity(a[:, :5, :5], b[:, :5, :5])
+    with pytest.raises(ValueError, match="data_range"):
+        xai_metrics.ssim_similarity(a, b, data_range=0)

@@ -150,6 +150,17 @@ def clam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: i
     return (maps, alpha.numpy()) if return_scores else maps
 
 
+def uniform_map(model, images, layer: str = DEFAULT_LAYER, device="auto"):
+    """The sanity baseline of :func:`clam`: the same channels with every weight 1, minmax(ReLU(Σ_h A_h)) — the map
+    CLAM would give if the cluster probabilities carried no information. No cluster enters it, so it is the same
+    map whichever cluster is asked about; a CLAM that is cluster-specific must beat it."""
+    x = _check(images, model)
+    dev = select_device(device)
+    model.to(dev).eval()
+    acts = _activations(model, x, layer, dev)
+    return combine(acts, torch.ones(acts.shape[:2]), x.shape[2:]).numpy()
+
+
 def score_cam(model, images, clusters=None, layer: str = DEFAULT_LAYER, batch_size: int = 64, device="auto"):
     """Score-CAM's maps for the same images and clusters, for comparison with :func:`clam`: the same masked copies
     and scores, weighted by a softmax over channels instead of the raw probabilities (a baseline subtracted from
