@@ -7,6 +7,8 @@
     python -m helpers.runner --seed 1        # a default run at another seed → outputs/seeds/seed1/<stem>/
     python -m helpers.runner --record-seeds                # `make seeds`' last step: the seed study → tests/expected/
     python -m helpers.runner --record-tolerances           # `make tolerances`: spread over other numeric configurations
+    python -m helpers.runner 07 --record-seeds             # one notebook's seed study (after its five default runs)
+    python -m helpers.runner 07 --record-tolerances --configurations native   # one notebook, some configurations
 
 The smoke references in ``tests/expected/<stem>.json`` are every number a SMOKE run records (run times aside);
 the regression test compares each run with them. Regenerating them is a deliberate act: review the diff.
