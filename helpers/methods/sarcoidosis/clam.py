@@ -132,12 +132,17 @@ def combine(acts, weights, size):
     return _minmax(up[:, 0])
 
 
-def _scored(model, images, clusters, layer, batch_size, device, bfloat16=False):
-    """The checked input, the layer's activations and every channel's score (eq. 8), shared by CLAM and Score-CAM."""
+def _input_and_activations(model, images, layer, device):
+    """The checked input, the device and the layer's activations, shared by every channel-weighted map."""
     x = _check(images, model)
     dev = select_device(device)
     model.to(dev).eval()
-    acts = _activations(model, x, layer, dev)
+    return x, dev, _activations(model, x, layer, dev)
+
+
+def _scored(model, images, clusters, layer, batch_size, device, bfloat16=False):
+    """The checked input, the layer's activations and every channel's score (eq. 8), shared by CLAM and Score-CAM."""
+    x, dev, acts = _input_and_activations(model, images, layer, device)
     alpha = channel_scores(model, x, clusters, layer, batch_size, dev, acts=acts, bfloat16=bfloat16)
     return x, acts, alpha
 
@@ -154,10 +159,7 @@ def uniform_map(model, images, layer: str = DEFAULT_LAYER, device="auto"):
     """The sanity baseline of :func:`clam`: the same channels with every weight 1, minmax(ReLU(Σ_h A_h)) — the map
     CLAM would give if the cluster probabilities carried no information. No cluster enters it, so it is the same
     map whichever cluster is asked about; a CLAM that is cluster-specific must beat it."""
-    x = _check(images, model)
-    dev = select_device(device)
-    model.to(dev).eval()
-    acts = _activations(model, x, layer, dev)
+    x, _, acts = _input_and_activations(model, images, layer, device)
     return combine(acts, torch.ones(acts.shape[:2]), x.shape[2:]).numpy()
 
 
