@@ -37,6 +37,7 @@ Models, training, attribution:
 The papers' methods:
 - `methods.concepts` — paper 000: NMF concepts of a layer, concept maps, surrogates (03)
 - `methods.seeded.sic` — paper 002: seeded k-means, seeded iterative clustering, the click protocol (04)
+- `methods.seeded.baselines` — paper 002, beyond it: other uses of the same clicks, the corrective-click curve (04)
 - `methods.seeded.embeddings` — paper 002: patch encoders, Zarr stores, extraction on Dask, UMAP (04)
 - `methods.seeded.simclr` — paper 002: the SimCLR encoder trained on the slides' own patches (04)
 - `methods.dti.diffusion` — paper 003: the diffusion tensor fit, MD and FA (06)

@@ -299,3 +299,100 @@ def test_an_unknown_store_protocol_is_named_not_reported_as_an_incomplete_store(
         with pytest.raises(embeddings.StoreError, match="cannot open the protocol"):
             embeddings.read_store(f"{url}/slide")
     assert spec.name
+
+
+def test_unclicked_f1_is_undefined_without_an_unclicked_cancer_patch():
+    """A slide whose every cancer patch is clicked has no cancer left for the unclicked F1: NaN, not scikit-learn's 0."""
+    truth = np.array([True, True, False, False, False])
+    seeds = np.array([1, 1, 0, -1, -1])
+    scores = sic.patch_scores(truth, np.array([True, True, False, True, False]), seeds)
+    assert np.isnan(scores["f1_unclicked"])
+    assert scores["f1"] == pytest.approx(0.8) and scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == 1
+    # with one cancer patch left unclicked and found, plus one false positive: F1 = 2·1 / (2·1 + 1) = 2/3
+    seeds[1] = -1
+    assert sic.patch_scores(truth, np.array([True, True, False, True, False]), seeds)["f1_unclicked"] == pytest.approx(2 / 3)
+
+
+def test_click_protocol_reports_the_clicks_it_could_place():
+    """Two cancer patches cannot take 3 or 5 clicks: the rows say how many were placed."""
+    rng = np.random.default_rng(1)
+    x = np.vstack([rng.normal(0, 1, (40, 4)), rng.normal(5, 1, (2, 4))])
+    frac = np.r_[np.zeros(40), np.ones(2)]
+    rows = sic.click_protocol(x, frac, clicks=(1, 3, 5), repeats=2, seed=0)
+    assert [(r["clicks"], r["cancer_clicks"], r["benign_clicks"]) for r in rows][::2] == [(1, 1, 1), (3, 2, 3), (5, 2, 5)]
+    assert all(np.isnan(r["f1_unclicked"]) for r in rows if r["cancer_clicks"] == 2)
+
+
+def test_click_draws_are_the_protocols_clicks():
+    """Baselines are given exactly SIC's clicks: the draws replay the protocol's random stream."""
+    rng = np.random.default_rng(2)
+    frac = np.r_[np.zeros(30), np.ones(10), np.full(5, 0.3)]
+    x = rng.normal(size=(45, 3))
+    draws = list(sic.click_draws(frac, (1, 3), 3, seed=7))
+    rows = sic.click_protocol(x, frac, (1, 3), 3, seed=7)
+    for (n, repeat, seeds), row in zip(draws, rows):
+        assert (n, repeat) == (row["clicks"], row["repeat"])
+        assert (seeds == 1).sum() == row["cancer_clicks"] and (seeds == 0).sum() == row["benign_clicks"]
+        assert set(np.flatnonzero(seeds >= 0)) <= set(np.flatnonzero((frac >= 0.5) | (frac == 0)))   # no partial patch
+
+
+def test_inside_score_follows_the_pseudocode():
+    """score_on="inside" scores a split on the seeds inside the set being split (the pseudocode's
+    ``metric(seeds[labels == 1], label)``); "all" on every seed. A cancer click that landed among benign patches is
+    lost by the first split: "all" keeps counting it as missed, "inside" no longer sees it."""
+    rng = np.random.default_rng(3)
+    benign = rng.normal(0, 0.5, (60, 2))
+    lesion_a, lesion_b = rng.normal([8, 0], 0.3, (15, 2)), rng.normal([8, 3], 0.3, (15, 2))
+    x = np.vstack([benign, lesion_a, lesion_b])
+    seeds = np.full(len(x), -1)
+    seeds[[0, 1]], seeds[[2, 60, 61]] = 0, 1          # seed 2: a cancer click among benign-looking patches
+    results = {on: sic.seeded_iterative_clustering(x, seeds, score_on=on) for on in sic.SCORES_ON}
+    for result in results.values():                  # the same splits: both lesions, then the clicked one
+        assert result.history[0]["positive"] == 30 and result.history[0]["score"] == pytest.approx(0.8)
+        assert result.history[1]["rule"].startswith("2-means") and result.history[1]["kept"]
+        np.testing.assert_array_equal(np.flatnonzero(result.positive), np.arange(60, 75))
+    assert results["all"].history[1]["score"] == pytest.approx(0.8)     # 2 found, the lost click still missed
+    assert results["inside"].history[1]["score"] == 1.0                 # the 2 clicks inside, both found
+    with pytest.raises(sic.SeedError, match="score_on='some'.*'inside'"):
+        sic.seeded_iterative_clustering(x, seeds, score_on="some")
+
+
+def test_baselines_from_clicks_find_a_separable_lesion_and_share_sics_clicks():
+    from helpers.methods.seeded import baselines
+
+    rng = np.random.default_rng(4)
+    x = np.vstack([rng.normal(0, 1, (120, 6)), rng.normal(6, 1, (40, 6))])
+    frac = np.r_[np.zeros(120), np.ones(40)]
+    rows = baselines.compare_at_clicks(x, frac, ("sic",) + baselines.BASELINES, clicks=(3,), repeats=3, seed=5)
+    assert len(rows) == 3 * 5
+    assert min(r["f1"] for r in rows) > 0.95
+    # SIC's rows are the protocol's runs: the same clicks give the same region (overlapping classes, so that
+    # different clicks give different F1)
+    hard = np.vstack([rng.normal(0, 1, (120, 6)), rng.normal(1.2, 1, (40, 6))])
+    protocol = sic.click_protocol(hard, frac, (1, 3), 4, seed=5)
+    assert len({round(r["f1"], 6) for r in protocol}) > 3
+    same = baselines.compare_at_clicks(hard, frac, ("sic",), clicks=(1, 3), repeats=4, seed=5)
+    assert [r["f1"] for r in same] == [r["f1"] for r in protocol]
+    # one click count of several: the clicks of the protocol's runs at that count
+    some = baselines.compare_at_clicks(hard, frac, ("sic",), clicks=(1, 3), repeats=4, seed=5, only=(3,))
+    assert [r["f1"] for r in some] == [r["f1"] for r in protocol[4:]]
+    with pytest.raises(ValueError, match="method='svm'.*nearest_click"):
+        baselines.predict_from_clicks(x, next(sic.click_draws(frac, (1,), 1))[2], "svm")
+    with pytest.raises(sic.SeedError, match="one cancer .* and one benign"):
+        baselines.predict_from_clicks(x, np.r_[np.full(159, -1), 1], "logistic")
+
+
+def test_corrective_curve_clicks_on_mistakes():
+    """A "method" that marks only the clicked cancer patches misses every other one: each round then clicks one more
+    missed cancer patch, so after r rounds r of the n cancer patches are found, F1 = 2r / (n + r) exactly."""
+    from helpers.methods.seeded import baselines
+
+    n = 8
+    frac = np.r_[np.zeros(20), np.ones(n), np.full(3, 0.2)]
+    x = np.random.default_rng(6).normal(size=(len(frac), 2))
+    rows = baselines.corrective_curve(x, frac, lambda _, seeds: seeds == 1, rounds=10, seed=0)
+    assert [r["round"] for r in rows] == list(range(1, 11))
+    assert [r["clicks"] for r in rows] == [2, 3, 4, 5, 6, 7, 8, 9, 9, 9]    # every cancer patch clicked by round 8
+    np.testing.assert_allclose([r["f1"] for r in rows], [2 * min(r, n) / (n + min(r, n)) for r in range(1, 11)])
+    with pytest.raises(ValueError, match="rounds=0"):
+        baselines.corrective_curve(x, frac, lambda _, s: s == 1, rounds=0)

@@ -142,3 +142,32 @@ def test_holm_matches_statsmodels_and_keeps_names():
     assert uncertainty.holm([0.01, 0.02]) == pytest.approx([0.02, 0.02])
     with pytest.raises(ValueError, match="p_values"):
         uncertainty.holm([1.5])
+
+
+def test_kruskal_effect_is_scipys_h_over_n_minus_1_beside_the_spread_of_means():
+    rng = np.random.default_rng(11)
+    groups = [rng.normal(0, 1, 12), rng.normal(0.5, 1, 9), rng.normal(3, 1, 10), np.array([])]
+    spread, eps2 = uncertainty.kruskal_effect(groups)
+    assert spread == pytest.approx(groups[2].mean() - groups[0].mean())
+    assert eps2 == pytest.approx(stats.kruskal(*groups[:3]).statistic / (31 - 1), rel=1e-12)
+    # complete separation (no overlap between any two groups) gives ε² close to 1; identical groups exactly 0
+    separate = [np.arange(10.0) + 100 * g for g in range(3)]
+    assert uncertainty.kruskal_effect(separate)[1] > 0.85
+    assert uncertainty.kruskal_effect([np.ones(4), np.ones(6)]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="1 non-empty group"):
+        uncertainty.kruskal_effect([np.ones(4), []])
+
+
+def test_correlation_difference_is_a_paired_bootstrap_of_two_spearman_rhos():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=40)
+    close, loose = x + rng.normal(0, 0.2, 40), x + rng.normal(0, 3, 40)
+    result = uncertainty.correlation_difference(x, close, loose, seed=1)
+    assert result["rho_a"] == pytest.approx(stats.spearmanr(x, close).statistic)
+    assert result["difference"] == pytest.approx(stats.spearmanr(x, close).statistic - stats.spearmanr(x, loose).statistic)
+    assert result["low"] < result["difference"] < result["high"] and result["better"] == "a"
+    assert result == uncertainty.correlation_difference(x, close, loose, seed=1)         # seeded
+    same = uncertainty.correlation_difference(x, close, close + 1e-9 * rng.normal(size=40), seed=1)
+    assert same["better"] == "undecided" and same["low"] <= 0 <= same["high"]
+    with pytest.raises(ValueError, match="40, 40 and 39"):
+        uncertainty.correlation_difference(x, close, loose[:-1])

@@ -19,6 +19,12 @@ from a few clicked seed patches.
      falls below ``min_size`` patches, or after ``max_splits``.
   The paper writes the loop as "while score ≤ score_prev", which would never start from score_prev = 0 with a
   positive first score; read here as "while the score does not go down".
+
+  Which seeds score a split: the pseudocode compares "only sparse annotations" inside the set being split
+  (``y = seeds[labels == 1]``, then ``metric(y, label)``): ``score_on="inside"``. Our default,
+  ``score_on="all"``, scores every candidate region on all the seeds (a seed outside the region counts as
+  predicted negative), so that a split which drops clicked cancer patches out of the region is seen as the loss
+  it is. Both are kept so that the notebook can show what the choice changes.
 """
 from __future__ import annotations
 
@@ -38,7 +44,9 @@ def _float_matrix(embeddings):
     return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)   # float32 stays: half the memory
 
 
-def _check(embeddings, seeds):
+def checked_inputs(embeddings, seeds):
+    """(embeddings as a float matrix, seeds as int) after the checks every method from clicks needs: patches ×
+    dims, finite, one seed per patch, seed values -1, 0 or 1."""
     x = _float_matrix(embeddings)
     if x.ndim != 2:
         raise SeedError(f"embeddings of shape {x.shape}: expected patches × dims.")
@@ -109,12 +117,22 @@ class SICResult:
     history: list = field(default_factory=list)   # per split: rule, positive count, score, kept, its mask
 
 
+SCORES_ON = ("all", "inside")
+
+
+def _check_score_on(score_on):
+    if score_on not in SCORES_ON:
+        raise SeedError(f"score_on={score_on!r}: choose 'all' (every seed scores the candidate region) or 'inside' "
+                        "(the paper's pseudocode: only the seeds inside the set being split).")
+
+
 def seeded_iterative_clustering(embeddings, seeds, max_splits: int = 20, min_size: int = 2, seed: int = 0,
-                                max_fallback: int = 1) -> SICResult:
-    """Algorithm 1 of paper 002 (see the module docstring for the interpretation)."""
+                                max_fallback: int = 1, score_on: str = "all") -> SICResult:
+    """Algorithm 1 of paper 002 (see the module docstring for the interpretation and for ``score_on``)."""
     from sklearn.cluster import KMeans
 
-    x, y = _check(embeddings, seeds)
+    _check_score_on(score_on)
+    x, y = checked_inputs(embeddings, seeds)
     if not ((y == 0).any() and (y == 1).any()):
         raise SeedError("seeded iterative clustering needs at least one positive (1) and one negative (0) seed.")
     first = SeededKMeans(2).fit(x, y)
@@ -145,7 +163,7 @@ def seeded_iterative_clustering(embeddings, seeds, max_splits: int = 20, min_siz
         candidate[inside[sub]] = True
         if candidate.sum() == positive.sum() or candidate.sum() == 0:
             break
-        new_score = seed_f1(y, candidate)
+        new_score = seed_f1(y, candidate) if score_on == "all" else seed_f1(ys, sub)
         kept = new_score >= score
         history.append({"rule": rule, "positive": int(candidate.sum()), "score": new_score, "kept": kept,
                         "mask": candidate})
@@ -176,50 +194,76 @@ def click_seeds(n_patches: int, positive_clicks, negative_clicks) -> np.ndarray:
     return seeds
 
 
+def clickable(cancer_fraction, positive_at: float = 0.5):
+    """Indices of the patches a simulated pathologist may click: (cancer, benign) = (fraction ≥ ``positive_at``,
+    fraction 0). Partly cancerous patches below ``positive_at`` are never clicked."""
+    frac = np.asarray(cancer_fraction)
+    return np.flatnonzero(frac >= positive_at), np.flatnonzero(frac == 0)
+
+
 def random_clicks(rng, cancer_fraction, n_clicks: int, positive_at: float = 0.5) -> np.ndarray:
     """Paper 002's simulated clicks: ``n_clicks`` random patches inside the cancer mask (fraction ≥
     ``positive_at``, the ground-truth rule) and ``n_clicks`` inside the benign tissue (no cancer at all); fewer
     when a slide has fewer such patches."""
     frac = np.asarray(cancer_fraction)
-    pos, neg = np.flatnonzero(frac >= positive_at), np.flatnonzero(frac == 0)
+    pos, neg = clickable(frac, positive_at)
     if not len(pos) or not len(neg):
         raise SeedError(f"the slide has {len(pos)} cancer and {len(neg)} benign patches; clicks need both.")
     return click_seeds(len(frac), rng.choice(pos, min(n_clicks, len(pos)), replace=False),
                        rng.choice(neg, min(n_clicks, len(neg)), replace=False))
 
 
-def click_protocol(embeddings, cancer_fraction, clicks=(1, 3, 5), repeats: int = 5, seed: int = 0,
-                   positive_at: float = 0.5, max_fallback: int = 1) -> list[dict]:
-    """§3.2 on one slide: for each click count, ``repeats`` runs with fresh random clicks; per run the patch
-    F1 against the ground truth (patches at least ``positive_at`` inside cancer) with its precision and recall, the
-    F1 of the patches nobody clicked (the clicked ones are right by construction), the F1 on the seeds and the
-    time of the clustering. ``max_fallback=0`` leaves out the plain 2-means step. Returns one row per run."""
-    import time
+def click_draws(cancer_fraction, clicks=(1, 3, 5), repeats: int = 5, seed: int = 0, positive_at: float = 0.5):
+    """The clicks of :func:`click_protocol`, in its order: (click count, repeat, seeds) for each click count and
+    repeat, from one random stream seeded with ``seed`` — so that another method can be given exactly the clicks
+    SIC was given."""
+    rng = np.random.default_rng(seed)
+    for n_clicks in clicks:
+        for repeat in range(repeats):
+            yield int(n_clicks), repeat, random_clicks(rng, cancer_fraction, n_clicks, positive_at)
 
+
+def patch_scores(truth, predicted, seeds) -> dict:
+    """Patch-level F1, precision and recall of ``predicted`` against ``truth`` (bool per patch), and the F1 of
+    the patches nobody clicked (``seeds`` < 0; the clicked ones are right by construction). That last F1 is NaN
+    when no unclicked patch is cancer: F1 has no positive class to find there (scikit-learn would say 0)."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
-    x, _ = _check(embeddings, np.full(len(embeddings), -1))
+    truth, predicted, seeds = np.asarray(truth, bool), np.asarray(predicted, bool), np.asarray(seeds)
+    unclicked = seeds < 0
+    return {"f1": float(f1_score(truth, predicted, zero_division=0.0)),
+            "precision": float(precision_score(truth, predicted, zero_division=0.0)),
+            "recall": float(recall_score(truth, predicted, zero_division=0.0)),
+            "f1_unclicked": float(f1_score(truth[unclicked], predicted[unclicked], zero_division=0.0))
+            if truth[unclicked].any() else float("nan")}
+
+
+def click_protocol(embeddings, cancer_fraction, clicks=(1, 3, 5), repeats: int = 5, seed: int = 0,
+                   positive_at: float = 0.5, max_fallback: int = 1, score_on: str = "all") -> list[dict]:
+    """§3.2 on one slide: for each click count, ``repeats`` runs with fresh random clicks (:func:`click_draws`);
+    per run the patch scores against the ground truth (patches at least ``positive_at`` inside cancer;
+    :func:`patch_scores`), the clicks actually placed per class (fewer than asked when a slide has fewer such
+    patches), the F1 on the seeds and the time of the clustering. ``max_fallback=0`` leaves out the plain 2-means
+    step; ``score_on`` as in :func:`seeded_iterative_clustering`. Returns one row per run."""
+    import time
+
+    _check_score_on(score_on)
+    x, _ = checked_inputs(embeddings, np.full(len(embeddings), -1))
     frac = np.asarray(cancer_fraction, float)
     if frac.shape != (len(x),):
         raise SeedError(f"{frac.shape} cancer fractions for {len(x)} patches: give one per patch.")
     truth = frac >= positive_at
-    rng = np.random.default_rng(seed)
     rows = []
-    for n_clicks in clicks:
-        for repeat in range(repeats):
-            seeds = random_clicks(rng, frac, n_clicks, positive_at)
-            started = time.perf_counter()
-            result = seeded_iterative_clustering(x, seeds, seed=seed, max_fallback=max_fallback)
-            rows.append({"clicks": int(n_clicks), "repeat": repeat, "seconds": time.perf_counter() - started,
-                         "f1": float(f1_score(truth, result.positive, zero_division=0.0)),
-                         "precision": float(precision_score(truth, result.positive, zero_division=0.0)),
-                         "recall": float(recall_score(truth, result.positive, zero_division=0.0)),
-                         "f1_unclicked": float(f1_score(truth[seeds < 0], result.positive[seeds < 0],
-                                                        zero_division=0.0)),
-                         "seed_f1": result.score, "steps": len(result.history),
-                         "fallback_kept": any(h["kept"] and h["rule"].startswith("2-means") for h in result.history),
-                         "predicted_ratio": float(result.positive.mean()), "positive_ratio": float(truth.mean()),
-                         "positive": result.positive})
+    for n_clicks, repeat, seeds in click_draws(frac, clicks, repeats, seed, positive_at):
+        started = time.perf_counter()
+        result = seeded_iterative_clustering(x, seeds, seed=seed, max_fallback=max_fallback, score_on=score_on)
+        rows.append({"clicks": n_clicks, "repeat": repeat, "seconds": time.perf_counter() - started,
+                     **patch_scores(truth, result.positive, seeds),
+                     "cancer_clicks": int((seeds == 1).sum()), "benign_clicks": int((seeds == 0).sum()),
+                     "seed_f1": result.score, "steps": len(result.history),
+                     "fallback_kept": any(h["kept"] and h["rule"].startswith("2-means") for h in result.history),
+                     "predicted_ratio": float(result.positive.mean()), "positive_ratio": float(truth.mean()),
+                     "positive": result.positive})
     return rows
 
 
