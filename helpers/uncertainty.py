@@ -238,14 +238,16 @@ def kruskal_effect(samples) -> tuple[float, float]:
     """How far groups lie apart, beside :func:`groups_differ_p`'s p-value (which a large sample makes tiny for any
     difference): (spread of the group means, ε² = H / (n − 1)) with H the Kruskal–Wallis statistic
     (scipy.stats.kruskal) over all n values; ε² runs from 0 (no separation) to 1 (complete; Tomczak & Tomczak
-    2014). Empty groups are left out; all values equal gives (0, 0)."""
+    2014). Empty groups are left out; fewer than two groups left, or all values equal, give (0, 0) — nothing
+    separates (as :func:`groups_differ_p` gives 1.0), where scipy would raise (e.g. a clustering that put every
+    image into one cluster)."""
     from scipy import stats
 
     fix = "Give each group's values, without NaN, one group per entry."
     samples = [numeric(s, f"samples[{i}]", min_size=0, dtype=None, fix=fix).ravel() for i, s in enumerate(samples)]
     samples = [s for s in samples if s.size]
     if len(samples) < 2:
-        raise ValueError(f"samples has {len(samples)} non-empty group(s); an effect between groups needs at least 2.")
+        return 0.0, 0.0
     means = [float(s.mean()) for s in samples]
     n = sum(s.size for s in samples)
     h = float(stats.kruskal(*samples).statistic) if np.ptp(np.concatenate(samples)) > 0 else 0.0
