@@ -267,15 +267,12 @@ def correlation_difference(x, a, b, level: float = LEVEL, n_resamples: int = N_R
         raise ValueError(f"x, a and b have {len(x)}, {len(a)} and {len(b)} values; give the same units (at least 3) "
                          "in each.")
 
-    def rho(u, v):
-        return float(stats.spearmanr(u, v).statistic) if np.ptp(u) > 0 and np.ptp(v) > 0 else 0.0
-
     def statistic(x_, a_, b_):
-        return rho(x_, a_) - rho(x_, b_)
+        return rank_correlation(x_, a_) - rank_correlation(x_, b_)
 
     ci = stats.bootstrap((x, a, b), statistic, paired=True, vectorized=False, confidence_level=level,
                          n_resamples=n_resamples, method="percentile",
                          random_state=np.random.default_rng(seed)).confidence_interval
     low, high = float(ci.low), float(ci.high)
-    return {"rho_a": rho(x, a), "rho_b": rho(x, b), "difference": statistic(x, a, b), "low": low, "high": high,
+    return {"rho_a": rank_correlation(x, a), "rho_b": rank_correlation(x, b), "difference": statistic(x, a, b), "low": low, "high": high,
             "n": int(len(x)), "better": "a" if low > 0 else "b" if high < 0 else "undecided"}
