@@ -166,6 +166,19 @@ def test_cam_agreement_iou_and_correlation():
         concepts.cam_agreement(Wt, cams[:, :1], [True, False])
 
 
+def test_cam_agreement_counts_the_tiles_a_constant_cam_leaves_out():
+    Wt = np.zeros((3, 2, 2, 2))
+    Wt[:, 0] = [[1, 0], [0, 0]]
+    Wt[:2, 1] = [[0, 2], [1, 0]]                 # concept 2 is absent (constant 0) on tile 3
+    cams = np.array([[[1.0, 0.0], [0.0, 0.0]], np.zeros((2, 2)), [[0.0, 1.0], [0.0, 0.0]]])
+    res = concepts.cam_agreement(Wt, cams, predicted_positive=[True, False, False])
+    # tile 2's CAM is 0 everywhere: no correlation for either concept; tile 3: concept 2 constant
+    assert res["constant_cam_benign"] == 1 and res["constant_cam_cancer"] == 0
+    assert res["corr_benign_undefined"] == [1, 2] and res["corr_cancer_undefined"] == [0, 0]
+    assert res["corr"].shape == (3, 2) and np.isnan(res["corr"][1]).all()
+    assert res["corr_benign_mean"][0] == pytest.approx(np.corrcoef([1, 0, 0, 0], [0, 1, 0, 0])[0, 1])
+
+
 def test_logistic_surrogate_recovers_the_pro_cancer_concept():
     rng = np.random.default_rng(0)
     X = rng.random((400, 3))
@@ -174,6 +187,94 @@ def test_logistic_surrogate_recovers_the_pro_cancer_concept():
     assert res["coefficients"][1] > 0 > res["coefficients"][2] and res["auc"] > 0.95
     with pytest.raises(ValueError, match="at least 5 of each"):
         concepts.logistic_surrogate(X, np.r_[np.ones(3), np.zeros(397)], seed=0)
+
+
+def test_surrogate_split_by_slide_sees_through_what_a_tile_split_memorises():
+    # the decision is one per slide and the scores carry a slide fingerprint unrelated to it: a tile split learns
+    # the fingerprints (tiles of every slide on both sides), a split by slide cannot
+    rng = np.random.default_rng(1)
+    slide = np.repeat(np.arange(12), 40)
+    fingerprint = rng.normal(0, 1, (12, 8))
+    X = fingerprint[slide] + 0.05 * rng.normal(size=(len(slide), 8))
+    y = (np.arange(12) % 2)[slide]
+    by_tile = concepts.logistic_surrogate(X, y, seed=0)
+    by_slide = concepts.logistic_surrogate(X, y, seed=0, groups=slide, n_folds=4)
+    assert by_tile["auc"] > 0.95 and by_slide["auc"] < 0.8
+    assert by_slide["n_test"] == len(y) and by_slide["n_folds"] == 4 and by_slide["split"].startswith("slides")
+    assert np.array_equal(by_slide["test_label"], y)
+    # each held-out probability comes from a fit without that slide: refit one fold by hand
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    train, test = next(GroupKFold(n_splits=4).split(X, y, slide))
+    by_hand = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[train], y[train])
+    assert by_slide["test_probability"][test] == pytest.approx(by_hand.predict_proba(X[test])[:, 1])
+    with pytest.raises(ValueError, match="at least two slides"):
+        concepts.logistic_surrogate(X, y, groups=np.zeros(len(y)))
+
+
+def test_random_components_are_seeded_non_negative_unit_vectors():
+    H = concepts.random_components(5, 16, seed=3)
+    assert H.shape == (5, 16) and (H >= 0).all() and np.linalg.norm(H, axis=1) == pytest.approx(np.ones(5))
+    assert np.array_equal(H, concepts.random_components(5, 16, seed=3))
+    assert not np.array_equal(H, concepts.random_components(5, 16, seed=4))
+
+
+def test_shuffled_region_iou_keeps_each_slides_cell_count_and_stays_on_covered_cells():
+    clusters = np.full((2, 4, 4), -1)
+    clusters[0, :2] = [[0, 0, 1, 1], [1, 1, 1, 1]]         # slide 1: concept 0 on 2 of 8 covered cells
+    clusters[1, 2:] = [[0, 1, 1, 1], [1, 1, 1, 1]]         # slide 2: 1 of 8
+    region = clusters == 0                                  # the concept sits exactly on the region: IoU 1
+    assert concepts.region_iou(clusters, {"r": region}, 2)["r"][0] == 1.0
+    shuffled = concepts.shuffled_region_iou(clusters, region, concept=0, n_shuffles=2000, seed=0)
+    # shuffled, concept 0 keeps 2 + 1 cells; the cells it shares with the region follow hypergeometric laws
+    # (a of 2 on slide 1, b of 1 on slide 2), and the union is 3 + 3 − (a + b)
+    from scipy import stats
+    expected = sum(stats.hypergeom(8, 2, 2).pmf(a) * stats.hypergeom(8, 1, 1).pmf(b) * (a + b) / (6 - a - b)
+                   for a in range(3) for b in range(2))
+    assert shuffled.mean() == pytest.approx(expected, abs=0.01)
+    assert set(np.round(shuffled * 5) / 5).issubset({0.0, 0.2, 0.4, 0.6, 1.0})   # (a + b) / (6 − a − b) only
+    with pytest.raises(ValueError, match="one grid"):
+        concepts.shuffled_region_iou(clusters, region[0], concept=0)
+
+
+def test_match_concepts_recovers_a_permutation_and_leaves_the_extra_ones_unmatched():
+    H = concepts.random_components(5, 32, seed=0)
+    order = [3, 0, 4, 1, 2]
+    res = concepts.match_concepts(H, H[order])
+    assert [order[j] for j in res["match"]] == list(range(5)) and res["cosine"] == pytest.approx(np.ones(5))
+    fewer = concepts.match_concepts(H, H[[4, 1]])
+    assert fewer["match"].count(-1) == 3 and fewer["match"][4] == 0 and fewer["match"][1] == 1
+    assert np.isnan(fewer["cosine"]).sum() == 3
+    with pytest.raises(ValueError, match="channels"):
+        concepts.match_concepts(H, H[:, :8])
+
+
+def test_remove_concepts_equals_the_removal_done_by_hand():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.add_module("conv", torch.nn.Conv2d(3, 6, 3, padding=1))
+    model.add_module("relu", torch.nn.ReLU())
+    model.add_module("pool", torch.nn.AdaptiveMaxPool2d(1))
+    model.add_module("flat", torch.nn.Flatten())
+    model.add_module("head", torch.nn.Linear(6, 1))
+    x = torch.rand(5, 3, 8, 8)
+    H = concepts.random_components(3, 6, seed=2)
+    res = concepts.remove_concepts(model, "relu", H, x, control_seed=1, batch_size=2)
+    with torch.no_grad():
+        acts = model.relu(model.conv(x))
+        W = concepts.transform(acts.permute(0, 2, 3, 1).reshape(-1, 6).numpy(), H)
+        W = torch.as_tensor(W).reshape(5, 8, 8, 3).permute(0, 3, 1, 2)
+        head = lambda a: torch.sigmoid(model.head(model.flat(model.pool(a)))[:, 0]).numpy()
+        assert res["original"] == pytest.approx(head(acts), abs=1e-6)
+        for j in range(3):
+            for key, direction in (("removed", H[j]), ("control", res["control_directions"][j])):
+                part = W[:, j: j + 1] * torch.as_tensor(direction)[None, :, None, None]
+                assert res[key][:, j] == pytest.approx(head(torch.clamp_min(acts - part, 0)), abs=1e-5)
+    # the control removes as much as the concept: same weights, a direction of the same norm
+    assert np.linalg.norm(res["control_directions"], axis=1) == pytest.approx(np.linalg.norm(H, axis=1))
+    assert (res["control_directions"] >= 0).all()
 
 
 def test_region_iou():

@@ -173,3 +173,26 @@ def test_correlation_difference_is_a_paired_bootstrap_of_two_spearman_rhos():
     assert same["better"] == "undecided" and same["low"] <= 0 <= same["high"]
     with pytest.raises(ValueError, match="40, 40 and 39"):
         uncertainty.correlation_difference(x, close, loose[:-1])
+
+
+def test_auc_difference_counts_ties_as_sklearn_and_decides_by_its_interval():
+    from sklearn.metrics import roc_auc_score
+
+    from helpers.uncertainty import _auc_of_rows
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.3
+    a = np.round(y + rng.normal(0, 0.6, 300), 1)          # rounded: many ties, which count half
+    b = rng.normal(0, 1, 300)                              # knows nothing of y
+    idx = rng.integers(0, 300, (5, 300))                   # bootstrap resamples hold duplicates
+    assert _auc_of_rows(y[idx], a[idx]) == pytest.approx([roc_auc_score(y[i], a[i]) for i in idx])
+    res = uncertainty.auc_difference(y, a, b, seed=0)
+    assert res["auc_a"] == pytest.approx(roc_auc_score(y, a)) and res["auc_b"] == pytest.approx(roc_auc_score(y, b))
+    assert res["low"] < res["mean_difference"] < res["high"] and res["better"] == "a"
+    assert uncertainty.auc_difference(y, a, b, seed=0) == res                          # seeded
+    same = uncertainty.auc_difference(y, a, a + 1e-9 * rng.normal(size=300), seed=0)
+    assert same["better"] == "undecided" and same["low"] <= 0 <= same["high"]
+    with pytest.raises(ValueError, match="both classes"):
+        uncertainty.auc_difference(np.ones(10), a[:10], b[:10])
+    with pytest.raises(ValueError, match="same units"):
+        uncertainty.auc_difference(y, a[:10], b)

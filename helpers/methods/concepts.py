@@ -16,6 +16,7 @@ then updates H from them — memory stays bounded by one chunk.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -655,14 +656,19 @@ def cosine_similarity(H) -> np.ndarray:
     return unit @ unit.T
 
 
-def logistic_surrogate(scores, model_positive, seed: int = 0, test_fraction: float = 0.3) -> dict:
+def logistic_surrogate(scores, model_positive, seed: int = 0, test_fraction: float = 0.3, groups=None,
+                       n_folds: int = 5) -> dict:
     """Paper 000's Table 1: a logistic regression predicting the MODEL's decision from per-tile concept scores.
 
-    Scores are standardised (so coefficients compare across concepts); fitted on a stratified part of the
-    tiles and scored on the rest (accuracy, precision, recall, F1, ROC AUC)."""
+    Scores are standardised (so coefficients compare across concepts). Without ``groups``: fitted on a stratified
+    ``1 − test_fraction`` of the tiles, scored on the rest. With ``groups`` (e.g. each tile's slide): every tile is
+    scored by a model fitted on the other slides' tiles (``n_folds``-fold GroupKFold, at most one fold per slide),
+    so neighbouring tiles of one slide never sit on both sides; the coefficients are then those of a fit on all
+    tiles. Returns the coefficients, accuracy, precision, recall, F1 and ROC AUC on the held-out tiles, and the
+    held-out tiles themselves (``test_index``, ``test_probability``, ``test_label``) for paired comparisons."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import GroupKFold, train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -672,21 +678,61 @@ def logistic_surrogate(scores, model_positive, seed: int = 0, test_fraction: flo
     if counts.min() < 5:
         raise ValueError(f"the model makes {counts[1]} positive and {counts[0]} negative decisions on these tiles; "
                          f"a surrogate needs at least 5 of each (sample more tiles, including tumour ones).")
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=y)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_tr, y_tr)
-    p = clf.predict_proba(X_te)[:, 1]
+
+    def model():
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+    if groups is None:
+        index = np.arange(len(y))
+        train, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=y)
+        clf = model().fit(X[train], y[train])
+        p, split, folds = clf.predict_proba(X[test])[:, 1], "tiles (one stratified split)", 1
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise ValueError(f"groups has shape {groups.shape}, model_positive {y.shape}; give one group (slide) per "
+                             "tile.")
+        folds = min(int(n_folds), len(np.unique(groups)))
+        if folds < 2:
+            raise ValueError(f"groups holds {len(np.unique(groups))} distinct value(s); a split by group needs tiles "
+                             "of at least two slides (sample tiles from more slides, or pass groups=None).")
+        test, p = np.arange(len(y)), np.empty(len(y))
+        for train_idx, test_idx in GroupKFold(n_splits=folds).split(X, y, groups):
+            if np.unique(y[train_idx]).size < 2:
+                raise ValueError(f"a training fold without the slides {np.unique(groups[test_idx]).tolist()} holds "
+                                 "only one of the model's decisions; sample tiles from more slides of both kinds.")
+            p[test_idx] = model().fit(X[train_idx], y[train_idx]).predict_proba(X[test_idx])[:, 1]
+        clf = model().fit(X, y)
+        split = f"slides ({folds}-fold GroupKFold)"
+    y_te = y[test]
     pred = p > 0.5
     return {"coefficients": clf[-1].coef_[0].tolist(), "accuracy": float(accuracy_score(y_te, pred)),
             "precision": float(precision_score(y_te, pred, zero_division=0)),
             "recall": float(recall_score(y_te, pred, zero_division=0)), "f1": float(f1_score(y_te, pred, zero_division=0)),
-            "auc": float(roc_auc_score(y_te, p)), "n_train": len(y_tr), "n_test": len(y_te)}
+            "auc": float(roc_auc_score(y_te, p)), "n_train": int(len(y) - len(test)) if groups is None else int(len(y)),
+            "n_test": int(len(test)), "split": split, "n_folds": folds, "test_index": test, "test_probability": p,
+            "test_label": y_te}
+
+
+def random_components(n_components: int, n_channels: int, seed: int = 0) -> np.ndarray:
+    """K random non-negative concept vectors (|N(0, 1)| per channel, unit norm): the "concepts" of a baseline that
+    knows nothing of the data, to tell what NMF adds over any K non-negative projections of the same activations."""
+    _check_k(n_components, n_channels)
+    H = np.abs(np.random.default_rng(seed).standard_normal((n_components, n_channels)))
+    return (H / np.linalg.norm(H, axis=1, keepdims=True)).astype(np.float32)
 
 
 def cam_agreement(concept_weights, cams, predicted_positive) -> dict:
     """Paper 000's Table 2 for every concept: IoU of the concept's positive region (weight > 0) with the positive
     CAM region (CAM > 0), and the Pearson correlation of concept weights with the CAM, per tile; means and stds
     over all tiles (IoU) and split by the model's predicted label (correlations). ``cams`` are T × h × w on
-    the concepts' grid."""
+    the concepts' grid.
+
+    A correlation is undefined on a tile where the CAM or the concept's weights are constant (e.g. a CAM that is 0
+    everywhere, common on tiles the model calls benign); such tiles are left out of the means and counted:
+    ``constant_cam_benign`` / ``constant_cam_cancer`` (tiles whose CAM is constant) and ``corr_benign_undefined`` /
+    ``corr_cancer_undefined`` (per concept, every tile left out). The per-tile values are returned too (``iou``,
+    ``corr``: T × K, NaN where undefined) for intervals."""
     Wt = np.asarray(concept_weights, np.float64)
     cams = np.asarray(cams, np.float64)
     if cams.shape != (Wt.shape[0],) + Wt.shape[2:]:
@@ -697,12 +743,21 @@ def cam_agreement(concept_weights, cams, predicted_positive) -> dict:
     union = (pos_w | pos_c).sum(-1)
     iou = np.where(union > 0, (pos_w & pos_c).sum(-1) / np.maximum(union, 1), np.nan)
     cw, cc = flat - flat.mean(-1, keepdims=True), cam - cam.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (cw * cc).sum(-1) / (np.linalg.norm(cw, axis=-1) * np.linalg.norm(cc, axis=-1))
+    norms = np.linalg.norm(cw, axis=-1) * np.linalg.norm(cc, axis=-1)
+    corr = np.where(norms > 0, (cw * cc).sum(-1) / np.where(norms > 0, norms, 1.0), np.nan)
     positive = np.asarray(predicted_positive, bool)
-    return {"iou_mean": np.nanmean(iou, 0), "iou_std": np.nanstd(iou, 0),
-            "corr_benign_mean": np.nanmean(corr[~positive], 0), "corr_benign_std": np.nanstd(corr[~positive], 0),
-            "corr_cancer_mean": np.nanmean(corr[positive], 0), "corr_cancer_std": np.nanstd(corr[positive], 0)}
+    constant_cam = np.ptp(cams.reshape(t, -1), axis=-1) == 0
+    with warnings.catch_warnings():      # a concept without a defined value on any tile: NaN, said by the counts
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = {"iou_mean": np.nanmean(iou, 0), "iou_std": np.nanstd(iou, 0),
+                 "corr_benign_mean": np.nanmean(corr[~positive], 0), "corr_benign_std": np.nanstd(corr[~positive], 0),
+                 "corr_cancer_mean": np.nanmean(corr[positive], 0), "corr_cancer_std": np.nanstd(corr[positive], 0)}
+    return {**means,
+            "constant_cam_benign": int(constant_cam[~positive].sum()),
+            "constant_cam_cancer": int(constant_cam[positive].sum()),
+            "corr_benign_undefined": np.isnan(corr[~positive]).sum(0).tolist(),
+            "corr_cancer_undefined": np.isnan(corr[positive]).sum(0).tolist(),
+            "n_benign": int((~positive).sum()), "n_cancer": int(positive.sum()), "iou": iou, "corr": corr}
 
 
 def region_iou(clusters, regions: dict, n_concepts: int) -> dict:
@@ -722,3 +777,111 @@ def region_iou(clusters, regions: dict, n_concepts: int) -> dict:
             ious.append(float((mine & region).sum() / union) if union else 0.0)
         out[name] = ious
     return out
+
+
+def shuffled_region_iou(clusters, region, concept: int, n_shuffles: int = 200, seed: int = 0) -> np.ndarray:
+    """The chance level of :func:`region_iou` for one concept: its IoU with ``region`` after the concept labels
+    have been shuffled among the covered cells (label ≥ 0) of each map, so that the concept keeps its number of
+    cells on every slide but loses where they are. ``clusters`` is one map (h × w) or a stack (N × h × w, shuffled
+    map by map). Returns ``n_shuffles`` IoUs."""
+    clusters = np.asarray(clusters)
+    region = np.asarray(region, bool)
+    if region.shape != clusters.shape:
+        raise ValueError(f"region has shape {region.shape}, the cluster maps {clusters.shape}; give both on one grid.")
+    if not (isinstance(n_shuffles, (int, np.integer)) and n_shuffles >= 1):
+        raise ValueError(f"n_shuffles={n_shuffles!r}: give a positive number of shuffles (e.g. 200).")
+    maps = clusters.reshape((-1,) + clusters.shape[-2:])
+    regions = region.reshape(maps.shape)
+    rng = np.random.default_rng(seed)
+    covered = [np.flatnonzero(m.ravel() >= 0) for m in maps]
+    out = np.empty(n_shuffles)
+    for i in range(n_shuffles):
+        inter = union = 0
+        for m, r, cells in zip(maps, regions, covered):
+            mine = np.zeros(m.size, bool)
+            mine[cells] = rng.permutation(m.ravel()[cells]) == concept
+            inter += int((mine & r.ravel()).sum())
+            union += int((mine | r.ravel()).sum())
+        out[i] = inter / union if union else 0.0
+    return out
+
+
+def match_concepts(H_reference, H_other) -> dict:
+    """Which concept of another NMF (another seed, another K) is each reference concept? One-to-one matching of the
+    rows of H by cosine similarity, maximising the total (Hungarian algorithm, scipy.optimize.linear_sum_assignment).
+    Returns ``match`` (per reference concept: the index of its partner in ``H_other``, −1 when ``H_other`` has fewer
+    concepts and it got none) and ``cosine`` (the pair's cosine similarity, NaN without a partner)."""
+    from scipy.optimize import linear_sum_assignment
+
+    A = numeric(H_reference, "H_reference", ndim=2, layout="K × channels", fix="Give an NMF's components_.")
+    B = numeric(H_other, "H_other", ndim=2, layout="K × channels", fix="Give an NMF's components_.")
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"H_reference has {A.shape[1]} channels and H_other {B.shape[1]}; concepts of the same layer "
+                         "are matched.")
+    cos = (A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), _EPS)) @ \
+        (B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), _EPS)).T
+    rows, cols = linear_sum_assignment(cos, maximize=True)
+    match = np.full(len(A), -1)
+    match[rows] = cols
+    cosine = np.array([cos[i, j] if j >= 0 else np.nan for i, j in enumerate(match)])
+    return {"match": match.tolist(), "cosine": cosine.tolist()}
+
+
+def remove_concepts(model, layer_name: str, H, images, score=None, control_seed: int = 0, batch_size: int = 64,
+                    device="auto", normalise=None, desc: str | None = None) -> dict:
+    """A causal test of the concepts: does the model's decision need them? For every tile and every concept k, the
+    layer's activations A (h × w × C) lose that concept's part, A − W_k·H_k (W by non-negative least squares with H
+    fixed, as :func:`transform`), clipped at 0 because the layer is the output of a ReLU and the rest of the network
+    never saw negative values; the network then runs on from the layer. The control removes, at the same positions
+    and with the same weights W_k, a random non-negative direction of the same norm as H_k (one per concept, seeded
+    by ``control_seed``): what any removal of that size does.
+
+    ``score`` maps the model's output batch to one number per tile (default: sigmoid of the first output, P(cancer)
+    for the tile classifier). Returns ``original`` (T), ``removed`` (T × K), ``control`` (T × K) scores and the
+    control directions."""
+    from tqdm.auto import tqdm
+
+    from ..features import iter_batches
+    from ..models import get_layer
+
+    H = np.asarray(H, np.float32)
+    k, c = H.shape
+    control = np.abs(np.random.default_rng(control_seed).standard_normal((k, c))).astype(np.float32)
+    control *= (np.linalg.norm(H, axis=1) / np.linalg.norm(control, axis=1))[:, None]
+    score = score or (lambda out: torch.sigmoid(out[:, 0]))
+    dev = select_device(device)
+    model.to(dev).eval()
+    layer = get_layer(model, layer_name)
+    replacement = {}
+
+    def hook(module, inputs, output):
+        replacement["seen"] = output.detach()
+        return replacement.get("new", output)
+
+    handle = layer.register_forward_hook(hook)
+    original, removed, controlled = [], [], []
+    try:
+        total = int(np.ceil(len(images) / batch_size))
+        with torch.no_grad():
+            for x in tqdm(iter_batches(images, batch_size), total=total, desc=desc, leave=False, disable=desc is None):
+                x = x.to(dev)
+                x = normalise(x) if normalise is not None else x
+                replacement.pop("new", None)
+                original.append(score(model(x)).float().cpu().numpy())
+                acts = replacement["seen"].float()
+                b, _, h, w = acts.shape
+                W = transform(acts.permute(0, 2, 3, 1).reshape(-1, c).cpu().numpy(), H, device=device)
+                W = torch.as_tensor(W, device=dev).reshape(b, h, w, k).permute(0, 3, 1, 2)
+                per_concept = {"removed": [], "control": []}
+                for j in range(k):
+                    for name, direction in (("removed", H[j]), ("control", control[j])):
+                        part = W[:, j: j + 1] * torch.as_tensor(direction, device=dev)[None, :, None, None]
+                        replacement["new"] = torch.clamp_min(acts - part, 0.0).to(replacement["seen"].dtype)
+                        per_concept[name].append(score(model(x)).float().cpu().numpy())
+                replacement.pop("new", None)
+                removed.append(np.stack(per_concept["removed"], 1))
+                controlled.append(np.stack(per_concept["control"], 1))
+    finally:
+        handle.remove()
+    return {"original": np.concatenate(original), "removed": np.concatenate(removed),
+            "control": np.concatenate(controlled), "control_directions": control}
