@@ -265,9 +265,19 @@ def predict_regression(model, images, scale: dict, device="auto", batch_size: in
     return z * np.asarray(scale["std"]) + np.asarray(scale["mean"])
 
 
-def r2_scores(y_true, y_pred) -> list:
-    """R² per target (sklearn's definition: 1 − SS_res / SS_tot)."""
-    from sklearn.metrics import r2_score
+R2_DEFINITIONS = ("sklearn", "thesis")
+
+
+def r2_scores(y_true, y_pred, definition: str = "sklearn") -> list:
+    """R² per target. ``definition="sklearn"``: 1 − SS_res / SS_tot (scikit-learn's ``r2_score``), which a constant
+    offset of the predictions lowers. ``"thesis"``: 1 − var(Y − Ŷ) / var(Y), paper 003's equation 3.2 (Lank, §3.2),
+    which ignores a constant offset; it is scikit-learn's ``explained_variance_score``."""
+    from sklearn.metrics import explained_variance_score, r2_score
+
+    if definition not in R2_DEFINITIONS:
+        raise ValueError(f"definition={definition!r}: choose 'sklearn' (1 − SS_res/SS_tot) or 'thesis' "
+                         "(1 − var(Y − Ŷ)/var(Y), paper 003's equation 3.2).")
+    score = r2_score if definition == "sklearn" else explained_variance_score
 
     fix = "Give one row per patch and one column per target, without NaN."
     # dtype kept: scikit-learn computes float32 input in float32, as it always did here
@@ -277,7 +287,7 @@ def r2_scores(y_true, y_pred) -> list:
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ; give one prediction per target "
                          "and patch (N × targets).")
-    return [float(r2_score(y_true[:, j], y_pred[:, j])) for j in range(y_true.shape[1])]
+    return [float(score(y_true[:, j], y_pred[:, j])) for j in range(y_true.shape[1])]
 
 
 def ensure_regression_model(data_dir, targets=("md", "fa"), smoke: bool = False, seed: int = 0, device="auto",

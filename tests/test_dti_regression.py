@@ -63,6 +63,21 @@ def test_regression_net_heads_and_frozen_backbone():
     assert r2[0] == pytest.approx(1.0) and r2[1] == pytest.approx(1 - 1 / 8)
 
 
+def test_thesis_r2_ignores_a_constant_offset_that_sklearns_r2_counts():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0.8, 0.1, (50, 2))
+    pred = y + rng.normal(0, 0.03, (50, 2))
+    shifted = pred + [0.2, 0.0]                      # the first target predicted 0.2 too high everywhere
+    thesis, sklearn_r2 = recipes.r2_scores(y, shifted, "thesis"), recipes.r2_scores(y, shifted)
+    # equation 3.2 by hand: 1 − var(Y − Ŷ) / var(Y)
+    by_hand = [1 - np.var(y[:, j] - shifted[:, j]) / np.var(y[:, j]) for j in range(2)]
+    assert thesis == pytest.approx(by_hand)
+    assert thesis[0] == pytest.approx(recipes.r2_scores(y, pred, "thesis")[0]) and sklearn_r2[0] < 0 < thesis[0]
+    assert thesis[1] == pytest.approx(sklearn_r2[1], abs=0.02)       # no offset: the two nearly agree
+    with pytest.raises(ValueError, match="definition='adjusted'"):
+        recipes.r2_scores(y, pred, "adjusted")
+
+
 def test_test_time_symmetries_average_the_eight_turned_patches():
     torch.manual_seed(0)
     # a network that sees where things are (flatten, no pooling): its output changes when the patch is turned
