@@ -217,6 +217,12 @@ def seed_verdicts(notebook: str) -> dict:
     return verdicts
 
 
+def seed_values(notebook: str, key: str) -> dict:
+    """One recorded number of every seed of the recorded seed study: seed (str) → value; empty without a study or
+    when no seed recorded ``key`` (e.g. a metric added after the study)."""
+    return {seed: metrics[key] for seed, metrics in _seed_study(notebook).get("seeds", {}).items() if key in metrics}
+
+
 def claims_table(notebook: str | None = None):
     """The paper-vs-here table of the recorded claims (a pandas DataFrame): statement, the paper's value, this
     run's value and the verdict. With ``notebook`` (its file stem) two columns compare with the recorded seed

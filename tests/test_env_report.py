@@ -145,6 +145,18 @@ def test_seed_verdicts_name_the_study_label_and_the_count():
     assert report.seed_verdict([]) == "not studied"
 
 
+def test_seed_values_read_one_number_per_recorded_seed():
+    import json
+    from pathlib import Path
+
+    study = json.loads((Path(report.__file__).resolve().parent.parent / "tests" / "expected" /
+                        "06_dti_regression_xai.json").read_text())["default"]["seeds"]
+    values = report.seed_values("06_dti_regression_xai", "chosen_candidate")
+    assert values == {seed: m["chosen_candidate"] for seed, m in study.items()} and len(values) == len(study) > 0
+    assert report.seed_values("06_dti_regression_xai", "no_such_metric") == {}
+    assert report.seed_values("no_such_notebook", "chosen_candidate") == {}
+
+
 def test_numeric_mode_is_chosen_checked_and_named(monkeypatch):
     monkeypatch.delenv("XAI_NUMERIC_MODE", raising=False)
     assert env.numeric_mode() == ("portable" if env.has_avx2() else "native")
