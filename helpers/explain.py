@@ -288,8 +288,10 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
     captum's own default, σ = 1 in input units), ``nt_type`` (smoothgrad / ig_nt: captum's 'smoothgrad' by default,
     'smoothgrad_sq' averages squared attributions, 'vargrad'), ``n_samples`` (default 30; 8 for ig_nt), ``steps``
     (IG, default 32), ``window`` / ``stride`` (occlusion, default 8 / 4), ``reduce`` (one of CHANNEL_REDUCTIONS;
-    'max_abs' for saliency and smoothgrad, 'sum' for the others, by default), ``seed`` (0: the noise of
-    smoothgrad / ig_nt, drawn from its own generator). ``lime`` takes ``num_samples`` (1000), ``num_features`` (3),
+    'max_abs' for saliency and smoothgrad, 'sum' for the others, by default), ``abs`` (saliency / smoothgrad:
+    False, the signed gradient, by default; True takes |gradient| of every noisy sample *before* SmoothGrad averages
+    them — SmoothGrad's paper, captum's Saliency default and tf-keras-vis, which paper 003 used), ``seed`` (0: the
+    noise of smoothgrad / ig_nt, drawn from its own generator). ``lime`` takes ``num_samples`` (1000), ``num_features`` (3),
     ``seed`` (0), ``positive_only`` (True), ``binary`` (False): see :func:`lime_maps`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
@@ -317,7 +319,7 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
     return _finite(maps, method)
 
 
-CAPTUM_OPTIONS = {"stdev", "nt_type", "n_samples", "steps", "window", "stride", "reduce", "seed"}
+CAPTUM_OPTIONS = {"stdev", "nt_type", "n_samples", "steps", "window", "stride", "reduce", "seed", "abs"}
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
@@ -334,16 +336,20 @@ def _captum_maps(model, x, dev, targets, method, batch_size, options) -> np.ndar
     reduce = options.get("reduce", "max_abs" if method in ("saliency", "smoothgrad") else "sum")
     if reduce not in CHANNEL_REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; use one of {', '.join(CHANNEL_REDUCTIONS)}.")
+    absolute = options.get("abs", False)
+    if not isinstance(absolute, bool) or (absolute and method not in ("saliency", "smoothgrad")):
+        raise ValueError(f"abs={absolute!r} with {method}: abs is True or False, and only saliency and smoothgrad take "
+                         "it (True: |gradient| of each noisy sample before averaging).")
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start: start + batch_size].to(dev).requires_grad_(True)
         batch_targets = torch.as_tensor(targets[start: start + len(xb)], device=dev)
         if method == "saliency":
-            attr = ca.Saliency(model).attribute(xb, target=batch_targets, abs=False)
+            attr = ca.Saliency(model).attribute(xb, target=batch_targets, abs=absolute)
         elif method == "smoothgrad":
             attr = ca.NoiseTunnel(ca.Saliency(model)).attribute(
                 xb, nt_type=nt_type, nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=stdev,
-                target=batch_targets, abs=False)
+                target=batch_targets, abs=absolute)
         elif method == "ig":
             attr = ca.IntegratedGradients(model).attribute(xb, baselines=xb * 0, target=batch_targets,
                                                            n_steps=int(options.get("steps", 32)))

@@ -48,6 +48,24 @@ def test_ig_noise_tunnel_and_occlusion_equal_captum(grading_cnn, tiles):
     np.testing.assert_allclose(ours, ref.sum(1).numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_smoothgrad_of_absolute_gradients_equals_captum_and_differs_from_the_absolute_mean(grading_cnn, tiles):
+    import captum.attr as ca
+
+    sigma = 0.2 * float(tiles.max() - tiles.min())
+    ours = explain.explain(grading_cnn, tiles, "smoothgrad", target=2, stdev=0.2, n_samples=4, batch_size=3, seed=5,
+                           abs=True)
+    torch.manual_seed(5)
+    # |gradient| of every noisy sample, averaged (captum's Saliency default abs=True), then the channel maximum
+    ref = ca.NoiseTunnel(ca.Saliency(grading_cnn)).attribute(tiles, nt_type="smoothgrad", nt_samples=4,
+                                                             nt_samples_batch_size=4, stdevs=sigma, target=2, abs=True)
+    np.testing.assert_allclose(ours, ref.amax(1).detach().numpy(), rtol=1e-4, atol=1e-7)
+    signed_mean = explain.explain(grading_cnn, tiles, "smoothgrad", target=2, stdev=0.2, n_samples=4, batch_size=3,
+                                  seed=5)
+    assert (ours >= signed_mean - 1e-7).all() and not np.allclose(ours, signed_mean)   # mean |g| ≥ |mean g|
+    with pytest.raises(ValueError, match="only saliency and smoothgrad"):
+        explain.explain(grading_cnn, tiles, "ig", target=2, abs=True)
+
+
 def test_lime_equals_lime_image(grading_cnn, tiles):
     from lime import lime_image
 
