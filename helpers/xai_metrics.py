@@ -81,6 +81,25 @@ def binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
     return attributed, np.asarray(masks, np.float64) > mask_threshold
 
 
+def paper_code_binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
+                        mask_threshold: float = MASK_THRESHOLD):
+    """Binary attribution and mask as paper 001's published code makes them (its ``return_tensor``): every map
+    *and every mask* min–max scaled on its own, then kept where ≥ the threshold (the text says "> 0.3"). Scaling
+    the U-Net's mask means a patch with a faint U-Net output still gets a mask (its brightest half); a constant
+    mask (the code divides 0 by 0) gets none. Boolean maps and masks are used as they are."""
+    for name, value in (("attribution_threshold", attribution_threshold), ("mask_threshold", mask_threshold)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}={value}: maps are normalised to [0, 1], so a threshold lies in [0, 1).")
+    map_is_binary, mask_is_binary = np.asarray(maps).dtype == bool, np.asarray(masks).dtype == bool
+    maps, masks = _check_pair(maps, masks, "masks")
+    attributed = maps.astype(bool) if map_is_binary else normalise_map(maps) >= attribution_threshold
+    truth = masks.astype(bool) if mask_is_binary else normalise_map(masks) >= mask_threshold
+    # a constant map: the code's 0/0 gives NaN, and NaN ≥ t is False (normalise_map gives 0, which ≥ 0 would keep)
+    attributed &= map_is_binary or (np.ptp(maps.reshape(len(maps), -1), 1) > 0)[:, None, None]
+    truth &= mask_is_binary or (np.ptp(masks.reshape(len(masks), -1), 1) > 0)[:, None, None]
+    return attributed, truth
+
+
 def paper_metrics(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
                   mask_threshold: float = MASK_THRESHOLD) -> dict:
     """Paper 001's six scores per map, as its §3.5 defines them, on the binarised attribution and mask: IoU
@@ -123,8 +142,8 @@ def paper_code_iou(maps, masks, attribution_threshold: float = ATTRIBUTION_THRES
                    mask_threshold: float = MASK_THRESHOLD, smooth: float = 1.0) -> np.ndarray:
     """IoU as paper 001's published code computes it (its appendix): the binary attribution goes through a
     sigmoid first (0 → 0.5, 1 → 0.73) and a smoothing term of 1 is added; kept to show why its Table 6 IoU is
-    almost the same for every method."""
-    pred, truth = binarise(maps, masks, attribution_threshold, mask_threshold)
+    almost the same for every method. Binarised as the code does (:func:`paper_code_binarise`)."""
+    pred, truth = paper_code_binarise(maps, masks, attribution_threshold, mask_threshold)
     n = len(pred)
     soft = 1 / (1 + np.exp(-pred.reshape(n, -1).astype(float)))
     t = truth.reshape(n, -1).astype(float)
@@ -139,8 +158,9 @@ def paper_code_prf(maps, masks, attribution_threshold: float = ATTRIBUTION_THRES
     as multilabel data (rows = samples, columns = labels), so the score is computed per column and averaged over
     columns, and a column where the score is undefined (no attributed pixel for precision, no mask pixel for
     recall, neither for F1) counts as 0 (``zero_division``'s default). The thesis's code transposes both images
-    first (``rot90(flip(., 1), 1)``), so its columns are the image rows. Returns arrays of length N."""
-    pred, truth = binarise(maps, masks, attribution_threshold, mask_threshold)
+    first (``rot90(flip(., 1), 1)``), so its columns are the image rows. Binarised as the code does
+    (:func:`paper_code_binarise`). Returns arrays of length N."""
+    pred, truth = paper_code_binarise(maps, masks, attribution_threshold, mask_threshold)
     tp = (pred & truth).sum(2).astype(float)          # per image row = per column of the transposed image
     n_pred, n_true = pred.sum(2).astype(float), truth.sum(2).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -157,13 +177,37 @@ def _flat_pair(maps, masks):
     return maps.reshape(n, -1), np.asarray(masks).reshape(n, -1).astype(bool)
 
 
-def pointing_game(maps, masks) -> np.ndarray:
-    """1 where a pixel of maximal attribution lies inside the mask, else 0; NaN for an empty mask (Quantus'
-    ``PointingGame``)."""
+POINTING_TIES = ("any", "share", "miss")
+
+
+def pointing_game(maps, masks, ties: str = "any") -> np.ndarray:
+    """1 where the map's maximum lies inside the mask, else 0; NaN for an empty mask. When several pixels share the
+    maximum (a constant map, a flat LIME segment, a CAM's plateau), ``ties`` decides: "any" — a hit if any of them
+    is inside (Quantus' ``PointingGame``; an empty or full map then always hits), "share" — the share of them inside
+    (the expected hit when the tie is broken at random: a constant map scores the mask's area), "miss" — a tie is a
+    miss. :func:`pointing_ties` counts the maps concerned."""
+    if ties not in POINTING_TIES:
+        raise ValueError(f"ties={ties!r}; choose 'any' (Quantus), 'share' (random tie-break, expected) or 'miss'.")
     a, s = _flat_pair(maps, masks)
-    hit = (s & (a == a.max(1, keepdims=True))).any(1).astype(float)
+    top = a == a.max(1, keepdims=True)
+    inside = (s & top).sum(1)
+    if ties == "any":
+        hit = (inside > 0).astype(float)
+    elif ties == "share":
+        hit = inside / top.sum(1)
+    else:
+        hit = ((inside > 0) & (top.sum(1) == 1)).astype(float)
     hit[s.sum(1) == 0] = np.nan
     return hit
+
+
+def pointing_ties(maps) -> np.ndarray:
+    """How many pixels share each map's maximum (1: the pointing game is decided by one pixel)."""
+    a = np.asarray(maps, np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"maps must be N × H × W, got shape {a.shape}.")
+    flat = a.reshape(len(a), -1)
+    return (flat == flat.max(1, keepdims=True)).sum(1)
 
 
 def ranking(maps, tie_break: str = "random", seed: int = 0) -> np.ndarray:
@@ -254,7 +298,8 @@ def benchmark_scores(maps, masks, seed: int = 0) -> dict:
     - threshold-free: ``ROC-AUC`` (|map| as a score for mask pixels), ``relevance mass`` (share of |map| inside);
     - area-matched: ``top-k F1`` (the top-|mask| pixels; = relevance rank = their precision and recall) and
       ``top-k IoU``;
-    - ``pointing game``.
+    - ``pointing game`` (a tie for the maximum scored by the share of the tied pixels inside the mask: the expected
+      hit under a random tie-break, so that an empty or full map scores the mask's area, not 1).
     The ranked and threshold-free scores are NaN where the mask is empty; ties are broken at random (seeded).
     Boolean maps (the full-map baseline) are taken as already binary."""
     masks = np.asarray(masks).astype(bool)
@@ -265,7 +310,7 @@ def benchmark_scores(maps, masks, seed: int = 0) -> dict:
             "F1 (per pixel)": per_pixel["f1"], "IoU (per pixel)": per_pixel["iou"],
             "ROC-AUC": mask_auc(magnitude, masks), "relevance mass": relevance_mass(magnitude, masks),
             "top-k F1": relevance_rank(magnitude, masks, seed=seed), "top-k IoU": top_k_iou(magnitude, masks, seed=seed),
-            "pointing game": pointing_game(magnitude, masks)}
+            "pointing game": pointing_game(magnitude, masks, ties="share")}
 
 
 # ------------------------------------------------------------------------------------------ faithfulness

@@ -50,6 +50,33 @@ def test_paper_code_iou_hides_the_difference_between_maps():
 
 
 
+def test_paper_code_binarise_scales_the_mask_and_keeps_values_at_the_threshold():
+    masks = np.zeros((3, 4, 4)); masks[0, :2] = 0.4; masks[0, 0] = 0.1     # a faint U-Net output: max 0.4
+    masks[1, :, :2] = 1.0                                                     # a crisp one
+    maps = np.zeros((3, 4, 4)); maps[:, 0, 0] = 1.0; maps[:, 1, 1] = 0.3     # 0.3 after scaling: on the threshold
+    pred, truth = xai_metrics.paper_code_binarise(maps, masks)
+    assert truth[0].sum() == 4 and truth[0, 1].all()        # the brightest half of the faint mask (0.4 ≥ 0.5 × 0.4)
+    assert not xai_metrics.binarise(maps, masks)[1][0].any()  # the text's cut at 0.5 finds no mask there
+    assert truth[1].sum() == 8 and not truth[2].any()        # crisp mask unchanged; a constant mask gives none
+    assert pred[:, 1, 1].all() and not xai_metrics.binarise(maps, masks)[0][:, 1, 1].any()   # ≥ 0.3 vs > 0.3
+    # the code's IoU and F1 are computed on these binarisations
+    iou = xai_metrics.paper_code_iou(maps, masks)
+    soft = 1 / (1 + np.exp(-pred[0].astype(float)))
+    assert iou[0] == pytest.approx(((soft * truth[0]).sum() + 1) / ((soft + truth[0]).sum() - (soft * truth[0]).sum() + 1))
+
+
+def test_pointing_game_ties_are_counted_or_shared_not_won():
+    masks = np.zeros((3, 4, 4), bool); masks[:, 0] = True                   # the mask: the top row, 1/4 of the patch
+    maps = np.zeros((3, 4, 4)); maps[1, 0, 2] = 1.0                          # 0: constant; 1: one maximum inside
+    maps[2, 0, 0] = maps[2, 3, 3] = 1.0                                      # 2: two tied maxima, one inside
+    assert xai_metrics.pointing_game(maps, masks).tolist() == [1.0, 1.0, 1.0]               # Quantus: any tied pixel
+    assert xai_metrics.pointing_game(maps, masks, ties="share").tolist() == [0.25, 1.0, 0.5]
+    assert xai_metrics.pointing_game(maps, masks, ties="miss").tolist() == [0.0, 1.0, 0.0]
+    assert xai_metrics.pointing_ties(maps).tolist() == [16, 1, 2]
+    with pytest.raises(ValueError, match="ties='first'"):
+        xai_metrics.pointing_game(maps, masks, ties="first")
+
+
 def test_paper_code_prf_equals_sklearn_macro_on_the_transposed_images():
     """The thesis's code: precision_score(mask, binary_map, average='macro') on 2-D arrays after
     rot90(flip(., 1), 1) — scikit-learn's multilabel reading, column by column, undefined columns scored 0."""
@@ -60,9 +87,12 @@ def test_paper_code_prf_equals_sklearn_macro_on_the_transposed_images():
     maps, masks = _maps_and_masks()
     ours = xai_metrics.paper_code_prf(maps, masks)
     norm = xai_metrics.normalise_map(maps)
+    mask_span = masks.max(axis=(1, 2), keepdims=True) - masks.min(axis=(1, 2), keepdims=True)
+    scaled_masks = np.where(mask_span > 0, (masks - masks.min(axis=(1, 2), keepdims=True)) / np.maximum(mask_span, 1e-12), 0)
     for i in range(len(maps)):
-        pred = np.rot90(np.flip((norm[i] > 0.3).astype(int), 1), 1)
-        truth = np.rot90(np.flip((masks[i] > 0.5).astype(int), 1), 1)
+        # the code's return_tensor: min-max scaled map and mask, kept where ≥ the threshold
+        pred = np.rot90(np.flip(((norm[i] >= 0.3) & (np.ptp(maps[i]) > 0)).astype(int), 1), 1)
+        truth = np.rot90(np.flip(((scaled_masks[i] >= 0.5) & (mask_span[i, 0, 0] > 0)).astype(int), 1), 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert ours["precision"][i] == pytest.approx(precision_score(truth, pred, average="macro"))
