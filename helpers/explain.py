@@ -191,16 +191,23 @@ def _lime_explainer_class():
     return BatchedLimeImageExplainer
 
 
-def lime_segmentation(seed: int = 0):
-    """lime's default segmentation (quickshift, kernel 4, max_dist 200, ratio 0.2) with a fixed seed."""
+def lime_segmentation(seed: int = 0, scale: float = 1.0):
+    """lime's default segmentation (quickshift, kernel 4, max_dist 200, ratio 0.2) with a fixed seed. ``scale``
+    multiplies the kernel size and the distance cut-off (both in pixels): to keep segments of the same size in µm²
+    on images of another pixel size, give (the µm per pixel the defaults were used at) / (this image's µm per pixel),
+    e.g. 0.5 for a 1 µm/px patch where a study used lime's defaults at 0.5 µm/px."""
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
-    return SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2, random_seed=seed)
+    if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale={scale!r}: the segmentation scale is a positive number (1.0: lime's defaults).")
+    return SegmentationAlgorithm("quickshift", kernel_size=4 * scale, max_dist=200 * scale, ratio=0.2,
+                                 random_seed=seed)
 
 
 def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: int = 3, seed: int = 0,
               batch_size: int = 32, device="auto", positive_only: bool = True, binary: bool = False,
-              progress: bool = False, precision: str = "float32") -> np.ndarray:
+              progress: bool = False, precision: str = "float32", segment_scale: float = 1.0,
+              all_segments: bool = False, segments_out: list | None = None) -> np.ndarray:
     """LIME maps N × H × W: the ``num_features`` segments with the largest surrogate weights for ``target``
     (positive weights only by default, as lime's ``get_image_and_mask(positive_only=True)``), each filled with its
     weight (``binary=True``: filled with 1, as the mask of ``get_image_and_mask``); zero elsewhere. lime orders the
@@ -210,7 +217,13 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
     softmax probabilities (what lime's ``classifier_fn`` returns); single-output regression models through the
     output itself. ``precision="bfloat16"`` runs the perturbed images under bfloat16 autocast (several times
     faster on CPUs with bfloat16 units; probabilities change in the third digit, so check the top segments —
-    benchmarks/lime_benchmark.py does)."""
+    benchmarks/lime_benchmark.py does). ``segment_scale``: see :func:`lime_segmentation`.
+
+    Which surrogate: lime's ``explain_instance(num_features=k)`` lets lime choose its feature selection ("auto":
+    forward selection for k ≤ 6, so the ridge surrogate is refitted on the k segments it picks). ``all_segments=True``
+    fits the surrogate on every segment (``num_features`` left at lime's default of 100 000, so "auto" means the
+    highest weights) and then keeps the ``num_features`` largest |weights| — what paper 001's code does (it passes
+    ``num_features=3`` only to ``get_image_and_mask``). ``segments_out``, a list, receives each image's segmentation."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -241,15 +254,19 @@ def lime_maps(model, images, target=0, num_samples: int = 1000, num_features: in
     # lime's quickshift runs in C without the GIL: segmenting the next patches in a second thread overlaps it
     # with the model's forward passes on the current one (same segments as lime's serial call)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        segmentations = [pool.submit(lime_segmentation(seed), image) for image in images_hwc]
+        segmentations = [pool.submit(lime_segmentation(seed, segment_scale), image) for image in images_hwc]
         for i in tqdm(range(len(x)), desc="LIME", disable=not progress, leave=False):
             explainer = explainer_class(predict_tensor, batch_size=batch_size, random_state=seed)
             label = int(targets[i])
             exp = explainer.explain_instance(images_hwc[i], None, labels=(label,), top_labels=None,
-                                             num_features=num_features, num_samples=num_samples,
+                                             num_features=100000 if all_segments else num_features,
+                                             num_samples=num_samples,
                                              segmentation_fn=lambda _image, done=segmentations[i]: done.result(),
                                              random_seed=seed)
+            # lime sorts local_exp by |weight|
             weights = [(f, w) for f, w in exp.local_exp[label] if (w > 0 or not positive_only)][:num_features]
+            if segments_out is not None:
+                segments_out.append(exp.segments)
             for f, w in weights:
                 maps[i][exp.segments == f] = 1.0 if binary else w
     return maps
@@ -302,7 +319,8 @@ def explain(model, images, method: str, target=0, layer: str | None = None, batc
             raise ValueError(f"{method} needs the name of a convolutional layer (layer=...).")
         return cam_maps(model, images, layer, method, target, batch_size, device)
     if method == "lime":
-        keys = {"num_samples", "num_features", "seed", "positive_only", "binary", "progress", "precision"}
+        keys = {"num_samples", "num_features", "seed", "positive_only", "binary", "progress", "precision",
+                "segment_scale", "all_segments", "segments_out"}
         unknown = set(options) - keys
         if unknown:
             raise ValueError(f"lime does not take {sorted(unknown)}; it takes {sorted(keys)}.")

@@ -93,6 +93,33 @@ def test_lime_equals_lime_image(grading_cnn, tiles):
 
 
 
+def test_lime_on_all_segments_equals_the_thesis_code_and_scaled_segments_are_smaller(grading_cnn, tiles):
+    """Paper 001's code: explain_instance with lime's default num_features (every segment in the surrogate), then
+    get_image_and_mask(positive_only=False, num_features=3), in absolute value."""
+    from lime import lime_image
+
+    def classifier_fn(batch):
+        x = torch.as_tensor(batch, dtype=torch.float32).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            return torch.softmax(grading_cnn(x), 1).double().numpy()
+
+    segments = []
+    ours = explain.explain(grading_cnn, tiles[:1], "lime", target=3, num_samples=200, num_features=3, seed=4,
+                           positive_only=False, binary=True, all_segments=True, segment_scale=0.5,
+                           segments_out=segments)
+    image = tiles[0].permute(1, 2, 0).numpy().astype(np.float64)
+    ref = lime_image.LimeImageExplainer(random_state=4).explain_instance(
+        image, classifier_fn, labels=(3,), top_labels=None, num_samples=200,
+        segmentation_fn=explain.lime_segmentation(4, scale=0.5), random_seed=4)
+    _, mask = ref.get_image_and_mask(3, positive_only=False, num_features=3, hide_rest=False)
+    np.testing.assert_array_equal(ours[0], np.abs(mask).astype(np.float32))
+    np.testing.assert_array_equal(segments[0], ref.segments)
+    default_segments = explain.lime_segmentation(4)(image)
+    assert len(np.unique(segments[0])) > len(np.unique(default_segments))     # half the kernel: smaller segments
+    with pytest.raises(ValueError, match="scale=0"):
+        explain.lime_segmentation(4, scale=0)
+
+
 def test_paper_001_settings_equal_the_thesis_code(grading_cnn, tiles):
     """Paper 001's appendix: NoiseTunnel(IG) with nt_samples=5, nt_type='smoothgrad_sq' and captum's default σ;
     IG maps reduced by its process_img (per-channel |a| min-max, summed, min-max); LIME's map is
