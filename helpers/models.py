@@ -169,6 +169,46 @@ class GradingCNN(nn.Module):
         return self.classifier(self._conv(x).flatten(1))
 
 
+class ThesisGradingCNN(nn.Module):
+    """Paper 001's grading CNN exactly as its code appendix builds it: 3×3, 5×5 and 5×5 convolutions (16, 32, 64
+    channels, no padding; BatchNorm after the first), each followed by ReLU and a 3×3 max-pool of stride 2; then
+    dense layers of 2048 (with BatchNorm, applied after its ReLU as in the appendix), 1024, 512, 256, 128 and 64
+    units with ReLU, and one logit per class. :class:`GradingCNN` is the version built from the thesis's text (no
+    widths given there). ``conv3`` is the layer the thesis's GradCAM hooks."""
+
+    LAST_CONV_RELU = "relu3"
+    DENSE = (2048, 1024, 512, 256, 128, 64)
+
+    def __init__(self, n_classes: int = 7, input_size: int = 96):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes={n_classes}: a classifier needs at least 2 classes.")
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU()
+        self.pool1 = nn.MaxPool2d(3, 2)
+        self.conv2, self.relu2, self.pool2 = nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(3, 2)
+        self.conv3, self.relu3, self.pool3 = nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(3, 2)
+        with torch.no_grad():
+            n_flat = self._conv(torch.zeros(1, 3, input_size, input_size)).numel() if input_size >= 43 else 0
+        if n_flat == 0:
+            raise ValueError(f"input_size={input_size}: the thesis's unpadded convolutions need at least 43 px inputs.")
+        d = self.DENSE
+        self.classifier = nn.Sequential(nn.Linear(n_flat, d[0]), nn.ReLU(), nn.BatchNorm1d(d[0]), nn.ReLU(),
+                                        *[layer for a, b in zip(d[:-1], d[1:]) for layer in (nn.Linear(a, b), nn.ReLU())],
+                                        nn.Linear(d[-1], n_classes))
+        self.n_classes, self.input_size = n_classes, input_size
+
+    def _conv(self, x):
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.pool3(self.relu3(self.conv3(x)))
+
+    def forward(self, x):
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            raise ValueError(f"ThesisGradingCNN was built for {self.input_size}×{self.input_size} px inputs, got "
+                             f"{tuple(x.shape[-2:])}; rebuild it with input_size={x.shape[-1]}.")
+        return self.classifier(self._conv(x).flatten(1))
+
+
 def resnet18_grading(n_classes: int = 7):
     """torchvision's ResNet-18 (random initialisation: no weights are downloaded) with ``n_classes`` outputs."""
     from torchvision.models import resnet18

@@ -107,9 +107,12 @@ def ensure_tile_classifier(data_dir, smoke: bool = False, seed: int = 0, device=
 def _grading_model(arch: str, input_size: int, n_classes: int = 7):
     if arch == "paper":
         return models.GradingCNN(n_classes, input_size)
+    if arch == "thesis_code":
+        return models.ThesisGradingCNN(n_classes, input_size)
     if arch == "resnet18":
         return models.resnet18_grading(n_classes)
-    raise ValueError(f"unknown grading architecture {arch!r}; use 'paper' (paper 001's CNN) or 'resnet18'.")
+    raise ValueError(f"unknown grading architecture {arch!r}; use 'paper' (paper 001's CNN from its text), "
+                     "'thesis_code' (as its code appendix builds it) or 'resnet18'.")
 
 
 @torch.no_grad()

@@ -36,6 +36,22 @@ def test_grading_cnn_is_paper_001s_design():
         model(torch.rand(1, 3, 64, 64))
 
 
+def test_thesis_grading_cnn_is_the_code_appendix_layer_by_layer():
+    model = models.ThesisGradingCNN(7, input_size=96).eval()
+    convs = [model.conv1, model.conv2, model.conv3]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (3, 16, (3, 3), (0, 0)), (16, 32, (5, 5), (0, 0)), (32, 64, (5, 5), (0, 0))]
+    # 96 → conv 94 → pool 46 → conv 42 → pool 20 → conv 16 → pool 7: 64 × 7 × 7 features into the first dense layer
+    linear = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [
+        (64 * 7 * 7, 2048), (2048, 1024), (1024, 512), (512, 256), (256, 128), (128, 64), (64, 7)]
+    kinds = [type(m).__name__ for m in model.classifier]
+    assert kinds[:5] == ["Linear", "ReLU", "BatchNorm1d", "ReLU", "Linear"]    # the appendix: relu(bn(relu(fc1)))
+    assert isinstance(model.bn1, nn.BatchNorm2d) and model(torch.rand(2, 3, 96, 96)).shape == (2, 7)
+    with pytest.raises(ValueError, match="at least 43 px"):
+        models.ThesisGradingCNN(7, input_size=32)
+
+
 def test_unet_shapes_and_bad_sizes():
     unet = models.UNet(2, base=4, depth=3)
     assert unet(torch.rand(2, 3, 64, 64)).shape == (2, 2, 64, 64)
