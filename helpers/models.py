@@ -164,12 +164,12 @@ class GradingCNN(nn.Module):
 
     def forward(self, x):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            raise ValueError(f"GradingCNN was built for {self.input_size}×{self.input_size} px inputs, got "
+            raise ValueError(f"{type(self).__name__} was built for {self.input_size}×{self.input_size} px inputs, got "
                              f"{tuple(x.shape[-2:])}; rebuild it with input_size={x.shape[-1]}.")
         return self.classifier(self._conv(x).flatten(1))
 
 
-class ThesisGradingCNN(nn.Module):
+class ThesisGradingCNN(GradingCNN):
     """Paper 001's grading CNN exactly as its code appendix builds it: 3×3, 5×5 and 5×5 convolutions (16, 32, 64
     channels, no padding; BatchNorm after the first), each followed by ReLU and a 3×3 max-pool of stride 2; then
     dense layers of 2048 (with BatchNorm, applied after its ReLU as in the appendix), 1024, 512, 256, 128 and 64
@@ -180,7 +180,7 @@ class ThesisGradingCNN(nn.Module):
     DENSE = (2048, 1024, 512, 256, 128, 64)
 
     def __init__(self, n_classes: int = 7, input_size: int = 96):
-        super().__init__()
+        nn.Module.__init__(self)        # its own layers: GradingCNN contributes only forward()
         if n_classes < 2:
             raise ValueError(f"n_classes={n_classes}: a classifier needs at least 2 classes.")
         self.conv1, self.bn1, self.relu1 = nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU()
@@ -201,12 +201,6 @@ class ThesisGradingCNN(nn.Module):
         x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
         x = self.pool2(self.relu2(self.conv2(x)))
         return self.pool3(self.relu3(self.conv3(x)))
-
-    def forward(self, x):
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            raise ValueError(f"ThesisGradingCNN was built for {self.input_size}×{self.input_size} px inputs, got "
-                             f"{tuple(x.shape[-2:])}; rebuild it with input_size={x.shape[-1]}.")
-        return self.classifier(self._conv(x).flatten(1))
 
 
 def resnet18_grading(n_classes: int = 7):
