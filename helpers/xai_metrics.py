@@ -68,13 +68,17 @@ def normalise_map(maps) -> np.ndarray:
         return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0.0)
 
 
+def _check_thresholds(attribution_threshold, mask_threshold):
+    for name, value in (("attribution_threshold", attribution_threshold), ("mask_threshold", mask_threshold)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}={value}: maps are normalised to [0, 1], so a threshold lies in [0, 1).")
+
+
 def binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_THRESHOLD,
              mask_threshold: float = MASK_THRESHOLD):
     """Binary attribution (normalised > 0.3) and binary mask (> 0.5), checked to have the same shape. A boolean
     map is already binary and is used as it is (e.g. the "full map" baseline, which min-max scaling would empty)."""
-    for name, value in (("attribution_threshold", attribution_threshold), ("mask_threshold", mask_threshold)):
-        if not 0 <= value < 1:
-            raise ValueError(f"{name}={value}: maps are normalised to [0, 1], so a threshold lies in [0, 1).")
+    _check_thresholds(attribution_threshold, mask_threshold)
     is_binary = np.asarray(maps).dtype == bool
     maps, masks = _check_pair(maps, masks, "masks")
     attributed = maps.astype(bool) if is_binary else normalise_map(maps) > attribution_threshold
@@ -87,9 +91,7 @@ def paper_code_binarise(maps, masks, attribution_threshold: float = ATTRIBUTION_
     *and every mask* min–max scaled on its own, then kept where ≥ the threshold (the text says "> 0.3"). Scaling
     the U-Net's mask means a patch with a faint U-Net output still gets a mask (its brightest half); a constant
     mask (the code divides 0 by 0) gets none. Boolean maps and masks are used as they are."""
-    for name, value in (("attribution_threshold", attribution_threshold), ("mask_threshold", mask_threshold)):
-        if not 0 <= value < 1:
-            raise ValueError(f"{name}={value}: maps are normalised to [0, 1], so a threshold lies in [0, 1).")
+    _check_thresholds(attribution_threshold, mask_threshold)
     map_is_binary, mask_is_binary = np.asarray(maps).dtype == bool, np.asarray(masks).dtype == bool
     maps, masks = _check_pair(maps, masks, "masks")
     attributed = maps.astype(bool) if map_is_binary else normalise_map(maps) >= attribution_threshold
