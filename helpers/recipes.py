@@ -338,3 +338,103 @@ def ensure_regression_model(data_dir, targets=("md", "fa"), smoke: bool = False,
                 "metrics": {"r2_val": r2_val}}
 
     return ensure_model(f"regression_{'_'.join(targets)}", data_dir, config, build, train)
+
+
+# ------------------------------------------------------------------ paper 003: leave one sample out
+def sample_folds(samples, seed: int, held_out=None):
+    """Leave-one-sample-out folds: for each held-out sample (all of them by default), the thesis's 60 / 20 / 20 split
+    (:func:`regression_split`) of the patches of every *other* sample. Yields (held_out, train_idx, val_idx,
+    held_out_idx); the split's 20 % test part is left unused, because the held-out sample is the test."""
+    samples = np.asarray(samples)
+    present = np.unique(samples)
+    if len(present) < 2:
+        raise ValueError(f"samples holds {len(present)} distinct sample(s); leaving one out needs at least two.")
+    chosen = present if held_out is None else np.asarray(list(held_out))
+    missing = sorted(set(chosen.tolist()) - set(present.tolist()))
+    if missing:
+        raise ValueError(f"held_out names sample(s) {missing} that have no patches; the samples are "
+                         f"{present.tolist()} (0-based).")
+    for s in chosen:
+        train_idx, val_idx, _ = regression_split(samples, [int(t) for t in present if t != s], seed)
+        yield int(s), train_idx, val_idx, np.flatnonzero(samples == s)
+
+
+@torch.inference_mode()
+def backbone_features(data_dir, images, backbone: str = "efficientnet_lite0", input_scale: float = 1.0,
+                      device="auto", batch_size: int = 32) -> np.ndarray:
+    """The ImageNet backbone's globally average-pooled features (N × C float32) of N×H×W×3 patches: what the
+    regression network's head sees while the backbone is frozen (thesis §3.2.5, the first stage)."""
+    from .env import select_device
+    from .features import iter_batches
+
+    net, _ = models.regression_backbone(backbone, data_dir, input_scale=input_scale)
+    dev = select_device(device)
+    net = net.to(dev).eval()
+    return torch.cat([net(x.to(dev)).mean((2, 3)).cpu() for x in iter_batches(images, batch_size)]).numpy()
+
+
+def fit_frozen_head(features, y, train_idx, val_idx, targets=("md", "fa"), smoke: bool = False, seed: int = 0,
+                    device="auto", **overrides) -> tuple[np.ndarray, dict]:
+    """The regression network's head (dense → per target: feature dense → dropout → output) trained on
+    :func:`backbone_features` of the training patches, the backbone kept frozen throughout: the thesis's first
+    stage run to early stopping (``frozen_epochs + epochs`` epochs at ``frozen_lr``, AdamW, patience as preset),
+    with no augmentation (the features are of the unturned patches). Returns every patch's predictions in the
+    targets' units and the history. Seconds per fit, where the whole recipe takes minutes per network."""
+    cfg = presets.training("regression", smoke, **overrides)
+    features, y = np.asarray(features, np.float32), np.asarray(y, np.float32)
+    if features.ndim != 2 or len(features) != len(y):
+        raise ValueError(f"features has shape {features.shape} and y {y.shape}; give N × C features "
+                         "(backbone_features) and N × T targets with the same N.")
+    y = y.reshape(len(y), -1)
+    mean, std = y[train_idx].mean(0), y[train_idx].std(0) + 1e-8
+    z = (y - mean) / std
+    as_maps = torch.from_numpy(features)[:, :, None, None]          # N × C × 1 × 1: the head's pooling is a no-op
+    sets = [torch.utils.data.TensorDataset(as_maps[ids], torch.from_numpy(z[ids])) for ids in (train_idx, val_idx)]
+    from .env import seed_everything
+
+    seed_everything(seed)
+    head = models.RegressionNet(nn.Identity(), features.shape[1], tuple(targets), cfg["dense"], cfg["feature_dense"],
+                                cfg["dropout"])
+    history = fit(head, *sets, nn.MSELoss(), epochs=cfg["frozen_epochs"] + cfg["epochs"], lr=cfg["frozen_lr"],
+                  batch_size=cfg["batch_size"], patience=cfg["patience"], device=device, seed=seed, optimizer="adamw",
+                  weight_decay=cfg["weight_decay"], desc=f"{'+'.join(targets)}: frozen head")
+    z_pred = predict(head, as_maps, device=device).numpy()
+    return z_pred * std + mean, history
+
+
+def leave_one_sample_out(data_dir, targets=("md", "fa"), smoke: bool = False, seed: int = 0, device="auto",
+                         fine_tune: bool = False, held_out=None, **overrides) -> dict:
+    """Paper 003's network scored on each sample after training on all the others. ``fine_tune=False``: the head
+    on the frozen backbone (:func:`fit_frozen_head`; the features are computed once, so 16 folds cost about one
+    network); ``True``: the whole recipe per fold (:func:`ensure_regression_model`, cached; on 2 CPU cores about
+    16 × 3 minutes at default size, for users with a GPU). Returns ``predictions`` (N × T: each patch of a held-out
+    sample predicted by the fold that left it out; NaN for samples not held out), ``folds`` (held-out sample,
+    training and validation patches, epochs), ``held_out`` and, without fine-tuning, ``features`` (the backbone's
+    pooled features of every patch, for other heads on the same features)."""
+    reg, _ = datasets.ensure_regression_patches(data_dir, smoke=smoke, seed=seed)
+    targets = tuple(targets)
+    y = regression_targets(reg, targets)
+    samples = np.asarray(reg["sample"])
+    cfg = presets.training("regression", smoke, **overrides)
+    predictions = np.full(y.shape, np.nan)
+    folds = []
+    features = None if fine_tune else backbone_features(data_dir, reg["images"], cfg["backbone"], cfg["input_scale"],
+                                                        device)
+    from tqdm.auto import tqdm
+
+    for s, train_idx, val_idx, test_idx in tqdm(list(sample_folds(samples, seed, held_out)), desc="held-out samples",
+                                                leave=False):
+        if fine_tune:
+            others = tuple(int(t) for t in np.unique(samples) if t != s)
+            model, info = ensure_regression_model(data_dir, targets, smoke=smoke, seed=seed, device=device,
+                                                  **{**overrides, "train_samples": others})
+            predictions[test_idx] = predict_regression(model, reg["images"][test_idx], info["scale"], device)
+            epochs = len(info["history_frozen"]["epoch"]) + len(info["history"]["epoch"])
+        else:
+            pred, history = fit_frozen_head(features, y, train_idx, val_idx, targets, smoke, seed, device, **overrides)
+            predictions[test_idx] = pred[test_idx]
+            epochs = len(history["epoch"])
+        folds.append({"held_out": s, "n_train": len(train_idx), "n_val": len(val_idx), "n_held_out": len(test_idx),
+                      "epochs": epochs})
+    return {"predictions": predictions, "folds": folds, "held_out": [f["held_out"] for f in folds],
+            "targets": list(targets), "fine_tune": bool(fine_tune), "features": features}

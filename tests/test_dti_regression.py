@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers import explain, models, recipes, training, xai_metrics
-from helpers.data import bundled
+from helpers.data import bundled, tensors
 from helpers.methods.dti import diffusion, explorer
 
 
@@ -232,3 +232,65 @@ def test_erase_paints_only_the_masked_objects():
     assert control.sum() == masks.sum() and not (control & masks).any()
     with pytest.raises(ValueError, match="one N × H × W mask"):
         hf.erase(images, masks[:, :8])
+
+
+def test_sample_folds_hold_every_sample_out_once():
+    samples = np.repeat(np.arange(4), [10, 10, 30, 30])
+    folds = list(recipes.sample_folds(samples, seed=0))
+    assert [f[0] for f in folds] == [0, 1, 2, 3]
+    for held, train_idx, val_idx, out_idx in folds:
+        np.testing.assert_array_equal(out_idx, np.flatnonzero(samples == held))
+        assert held not in set(samples[train_idx]) | set(samples[val_idx])
+        assert not set(train_idx) & set(val_idx)
+        # the thesis's 60 / 20 / 20 split of the other samples' patches (its test part unused)
+        others = (samples != held).sum()
+        assert len(val_idx) == round(0.2 * others) and len(train_idx) == others - 2 * round(0.2 * others)
+    assert [f[0] for f in recipes.sample_folds(samples, 0, held_out=[3])] == [3]
+    with pytest.raises(ValueError, match=r"held_out names sample\(s\) \[7\]"):
+        list(recipes.sample_folds(samples, 0, held_out=[7]))
+    with pytest.raises(ValueError, match="at least two"):
+        list(recipes.sample_folds(np.zeros(20, int), 0))
+
+
+def test_frozen_head_learns_a_target_made_of_the_features_and_repeats_itself():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 12)).astype(np.float32)
+    y = np.stack([features[:, :3].sum(1), features[:, 3] - 0.5 * features[:, 4]], 1) * 0.1 + [1.0, 0.3]
+    train_idx, val_idx, test_idx = np.arange(180), np.arange(180, 240), np.arange(240, 300)
+    options = dict(dense=32, feature_dense=16, dropout=0.0, frozen_epochs=20, epochs=20, frozen_lr=3e-3, batch_size=16,
+                   patience=10)
+    pred, history = recipes.fit_frozen_head(features, y, train_idx, val_idx, smoke=True, seed=1, **options)
+    assert pred.shape == y.shape and len(history["epoch"]) <= 40
+    r2 = recipes.r2_scores(y[test_idx], pred[test_idx])
+    assert min(r2) > 0.9, r2                          # in the targets' own units, on patches it never saw
+    again, _ = recipes.fit_frozen_head(features, y, train_idx, val_idx, smoke=True, seed=1, **options)
+    np.testing.assert_array_equal(pred, again)
+    with pytest.raises(ValueError, match="N × C features"):
+        recipes.fit_frozen_head(features[:, :, None], y, train_idx, val_idx, smoke=True)
+    with pytest.raises(ValueError, match="same N"):
+        recipes.fit_frozen_head(features[:10], y, train_idx, val_idx, smoke=True)
+
+
+def test_backbone_features_are_what_the_regression_network_pools(repo_data_dir):
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    pooled = recipes.backbone_features(repo_data_dir, images)
+    backbone, channels = models.regression_backbone("efficientnet_lite0", repo_data_dir)
+    net = models.RegressionNet(backbone, channels).eval()
+    with torch.no_grad():
+        expected = net.pool(net.backbone(tensors.to_tensor_images(images))).flatten(1)
+    assert pooled.shape == (3, channels)
+    np.testing.assert_allclose(pooled, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_handcrafted_degree_is_chosen_on_validation():
+    from helpers.methods.dti import histology_features as hf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (200, 2))
+    quadratic = (x[:, 0] - 0.5) ** 2 + 0.01 * rng.normal(size=200)
+    fitted, degree = hf.fit_on_validation(x[:100], quadratic[:100], x[100:], quadratic[100:])
+    assert degree == 2 and recipes.r2_scores(quadratic[100:, None], fitted.predict(x[100:])[:, None])[0] > 0.9
+    linear = 2 * x[:, 1] + 0.01 * rng.normal(size=200)
+    assert hf.fit_on_validation(x[:100], linear[:100], x[100:], linear[100:], degrees=(1,))[1] == 1
+    with pytest.raises(ValueError, match="degrees is empty"):
+        hf.fit_on_validation(x[:100], linear[:100], x[100:], linear[100:], degrees=())

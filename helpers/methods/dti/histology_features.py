@@ -74,6 +74,20 @@ def fit_regression(features_train, y_train, degree: int = 2):
                          LinearRegression()).fit(x, y)
 
 
+def fit_on_validation(features_train, y_train, features_val, y_val, degrees=(1, 2)):
+    """:func:`fit_regression` at each of ``degrees`` on the training patches; returns (the fit whose R² on the
+    validation patches is highest, its degree). The test patches play no part in the choice."""
+    from sklearn.metrics import r2_score
+
+    degrees = [int(d) for d in degrees]
+    if not degrees:
+        raise ValueError("degrees is empty; give at least one polynomial degree, e.g. (1, 2).")
+    fits = {d: fit_regression(features_train, y_train, d) for d in degrees}
+    scores = {d: r2_score(np.asarray(y_val, float), f.predict(np.asarray(features_val, float))) for d, f in fits.items()}
+    best = max(scores, key=scores.get)
+    return fits[best], best
+
+
 # ------------------------------------------------------------------------- a causal check of explanations
 def erase(images, masks, grow: int = 1) -> np.ndarray:
     """Copies of uint8 patches with the masked pixels (grown by ``grow`` px, to take the dark rim too) painted
