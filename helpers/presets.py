@@ -116,7 +116,7 @@ def training(name: str, smoke: bool = False, **overrides) -> dict:
 NOTEBOOK_SMOKE = {
     "03_nmf_concepts": dict(TRAIN_TILES=300, SAMPLE_TILES=120, REAL_DOWNSAMPLE=2, REAL_STRIDE=256, REFITS=2, SHUFFLES=50),
     "04_seeded_clustering": dict(REAL_CROP=1024),
-    "05_cam_benchmarks": dict(PER_CLASS_TENDENCY=1, LIME_SAMPLES=100, IG_STEPS=8, NT_SAMPLES=2, NT_STEPS=4,
+    "05_cam_benchmarks": dict(N_BENCHMARK=28, PER_CLASS_TENDENCY=1, LIME_SAMPLES=100, IG_STEPS=8, NT_SAMPLES=2, NT_STEPS=4,
                               OCCLUSION_WINDOW=16, OCCLUSION_STRIDE=8, DELETION_STEPS=8, MPRT_PATCHES=6),
     "06_dti_regression_xai": dict(N_EXPLAIN=4, N_MEASURE=6, SMOOTHGRAD_N=4),
     "07_sarcoidosis_clam": dict(N_IMAGES=60, FIT_KS=[2, 3, 4, 5, 6], PRETRAIN_EPOCHS=4, DEC_EPOCHS=3, DEC_PATIENCE=1,
