@@ -12,6 +12,7 @@ Core — no simulator, no paper:
 - `viz` — galleries and overlays (01, 02, 05)
 - `pixels` — the one value convention of images: uint8 is 0–255, floats lie in [0, 1] (all, via others)
 - `arrays` — the checks of numeric arguments (scores, maps, masks, labels): dtype, layout, empty, NaN (all, via others)
+- `realism` — how far simulated tiles are from real ones: Fréchet distance of features, a linear probe (01)
 
 Data — reading what exists, never simulating:
 - `data.formats` — images, PanNuke (release layout), DiagSet-A blobs, DigestPath, paper 003's patch table, NIfTI, DICOM, cohort folders (01, 02, 05, 07)
@@ -29,7 +30,7 @@ Simulators — data with ground truth:
 Models, training, attribution:
 - `models` — the architectures and layer lookup (01–06)
 - `training` — the one training loop, losses, train-once-and-cache (02, 03, 05)
-- `recipes` — the trained models of the notebooks: data, settings, evaluation (02–06)
+- `recipes` — the trained models of the notebooks: data, settings, evaluation; backbone features (01–06)
 - `features` — activations of a named layer, streamed or written to disk (03, 07 via clam)
 - `explain` — attribution maps: CAMs (pytorch-grad-cam), Captum methods, LIME (03, 05, 06)
 - `xai_metrics` — scores of maps against ground truth, faithfulness and sanity checks (05, 06)

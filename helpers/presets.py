@@ -114,6 +114,7 @@ def training(name: str, smoke: bool = False, **overrides) -> dict:
 # Every name here is a parameter of that notebook (a test checks it); a notebook not listed is sized by DATA and
 # TRAINING alone.
 NOTEBOOK_SMOKE = {
+    "01_data_preparation": dict(REALISM_TILES=40, REALISM_DIMS=8),
     "03_nmf_concepts": dict(TRAIN_TILES=300, SAMPLE_TILES=120, REAL_DOWNSAMPLE=2, REAL_STRIDE=256, REFITS=2, SHUFFLES=50),
     "04_seeded_clustering": dict(REAL_CROP=1024),
     "05_cam_benchmarks": dict(N_BENCHMARK=28, PER_CLASS_TENDENCY=1, LIME_SAMPLES=100, IG_STEPS=8, NT_SAMPLES=2, NT_STEPS=4,

@@ -16,7 +16,7 @@ HELPERS = ROOT / "helpers"
 # Layers, lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = [
     {"helpers.env", "helpers.presets", "helpers.uncertainty", "helpers.viz", "helpers.cache", "helpers.report",
-     "helpers.pixels", "helpers.arrays"},
+     "helpers.pixels", "helpers.arrays", "helpers.realism"},
     {"helpers.data.*"},
     {"helpers.simulate.*"},
     {"helpers.models", "helpers.training", "helpers.features", "helpers.explain", "helpers.xai_metrics",
