@@ -119,3 +119,57 @@ def test_real_skin_and_its_epidermis_annotation(repo_data_dir):
     rows = np.arange(image.shape[0])[:, None]
     dermis = ~corneum & ~epidermis & (rows > 600)
     assert haematoxylin[epidermis].mean() > 1.4 * haematoxylin[dermis].mean()      # measured: 1.7 ×
+
+
+def test_real_lung_ct_from_the_source_archive(repo_data_dir):
+    """PyRadiomics ships two real chest CTs with a lesion mask in its source archive only (the wheel has no data)."""
+    for case, shape, lesion_voxels in (("lung1", (512, 512, 48), 837), ("lung2", (512, 512, 61), 24644)):
+        assert bundled.REAL_FILES[f"{case}_image.nrrd"].archive == "sdist"
+        hu, lesion, affine, spacing = bundled.load_real_lung_ct(repo_data_dir, case)
+        assert hu.shape == lesion.shape == shape and int(lesion.sum()) == lesion_voxels
+        assert hu.min() == -1024 and spacing[2] == pytest.approx(5.0)
+        # a lesion is soft tissue (around 0 HU), the lung around it is air-filled (far below)
+        assert np.median(hu[lesion]) > -100
+        assert np.median(hu[ring_around(lesion, 3)]) < np.median(hu[lesion]) - 200
+        np.testing.assert_allclose(np.diag(affine)[:3], [-spacing[0], -spacing[1], spacing[2]])   # LPS file → RAS
+    with pytest.raises(ValueError, match="unknown case"):
+        bundled.load_real_lung_ct(repo_data_dir, "lung3")
+
+
+def ring_around(mask, width):
+    """The voxels within ``width`` voxels of a mask (in-plane), outside it."""
+    from scipy import ndimage
+
+    grown = ndimage.binary_dilation(mask, np.ones((2 * width + 1, 2 * width + 1, 1), bool))
+    return grown & ~mask
+
+
+def test_nrrd_reader_equals_itk_through_ants(repo_data_dir, tmp_path):
+    ants = pytest.importorskip("ants")
+    path = bundled.real_file("lung1_image.nrrd", repo_data_dir)
+    data, affine, spacing = formats.load_nrrd(path)
+    image = ants.image_read(str(path))
+    np.testing.assert_array_equal(data, image.numpy())
+    np.testing.assert_allclose(spacing, image.spacing)
+    # ITK keeps LPS: its origin is ours with the first two coordinates negated
+    np.testing.assert_allclose(affine[:3, 3], np.asarray(image.origin) * [-1, -1, 1])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        formats.load_nrrd(tmp_path / "missing.nrrd")
+    (tmp_path / "bad.nrrd").write_text("not an nrrd file")
+    with pytest.raises(ValueError, match="not a readable NRRD"):
+        formats.load_nrrd(tmp_path / "bad.nrrd")
+
+
+def test_a_member_comes_out_of_a_source_archive_or_is_named_missing(tmp_path):
+    import tarfile
+
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"real data")
+    archive = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(payload, arcname="pkg-1.0/data/payload.bin")
+    out = tmp_path / "out.bin"
+    bundled._extract(archive, "pkg-1.0/data/payload.bin", out, "Fix: none")
+    assert out.read_bytes() == b"real data"
+    with pytest.raises(bundled.RealDataError, match="holds no pkg-1.0/data/other.bin"):
+        bundled._extract(archive, "pkg-1.0/data/other.bin", tmp_path / "x", "Fix: none")

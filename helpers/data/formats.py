@@ -377,6 +377,36 @@ def load_nifti(path, ndim: int | None = None, allow_nonfinite: bool = False, ori
     return data, np.asarray(img.affine, dtype=np.float64), spacing
 
 
+def load_nrrd(path):
+    """Load an NRRD volume (pynrrd): returns (data float32 in the file's axis order, affine 4×4, voxel spacing),
+    like :func:`load_nifti`. The affine maps voxel indices to RAS millimetres as nibabel's do: NRRD files written
+    in LPS space (most CT exports, e.g. 3D Slicer's) have their first two world axes negated."""
+    import nrrd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"NRRD file {path} not found.")
+    try:
+        data, header = nrrd.read(str(path))
+    except Exception as err:  # pynrrd raises its own error type and numpy's for a bad header or payload
+        raise ValueError(f"{path} is not a readable NRRD file ({err}).") from err
+    directions = header.get("space directions")
+    if directions is None or data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3-D volume with 'space directions' in its header, got {data.ndim}-D "
+                         f"data and header keys {sorted(header)}.")
+    directions = np.asarray(directions, float)
+    affine = np.eye(4)
+    affine[:3, :3] = directions.T               # column j: the world step of one voxel along axis j
+    affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), float)
+    space = str(header.get("space", "right-anterior-superior")).lower()
+    if space in ("left-posterior-superior", "lps"):
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    elif space not in ("right-anterior-superior", "ras"):
+        raise ValueError(f"{path}: space {space!r} is neither RAS nor LPS; reorient it in 3D Slicer or ITK first.")
+    spacing = np.linalg.norm(directions, axis=1)
+    return data.astype(np.float32), affine, spacing
+
+
 def save_nifti(path, data, affine=None, spacing=None, overwrite: bool = False):
     """Write a volume as NIfTI; ``affine`` defaults to a diagonal from ``spacing`` (mm)."""
     import nibabel as nib
