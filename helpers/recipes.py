@@ -406,8 +406,8 @@ def leave_one_sample_out(data_dir, targets=("md", "fa"), smoke: bool = False, se
                          fine_tune: bool = False, held_out=None, **overrides) -> dict:
     """Paper 003's network scored on each sample after training on all the others. ``fine_tune=False``: the head
     on the frozen backbone (:func:`fit_frozen_head`; the features are computed once, so 16 folds cost about one
-    network); ``True``: the whole recipe per fold (:func:`ensure_regression_model`, cached; on 2 CPU cores about
-    16 × 3 minutes at default size, for users with a GPU). Returns ``predictions`` (N × T: each patch of a held-out
+    network); ``True``: the whole recipe per fold (:func:`ensure_regression_model`, cached: 16 networks, each on all
+    the other samples' patches; for users with a GPU). Returns ``predictions`` (N × T: each patch of a held-out
     sample predicted by the fold that left it out; NaN for samples not held out), ``folds`` (held-out sample,
     training and validation patches, epochs), ``held_out`` and, without fine-tuning, ``features`` (the backbone's
     pooled features of every patch, for other heads on the same features)."""
