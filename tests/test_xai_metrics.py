@@ -235,3 +235,25 @@ def test_ssim_similarity_is_scikit_images_ssim_per_pair():
         xai_metrics.ssim_similarity(a[:, :5, :5], b[:, :5, :5])
     with pytest.raises(ValueError, match="data_range"):
         xai_metrics.ssim_similarity(a, b, data_range=0)
+
+
+def test_deletion_curve_equals_quantus_pixel_flipping():
+    """Our deletion curve with black pixels (RISE's deletion) against Quantus' PixelFlipping on the same model, images
+    and maps: every step removes the same pixels (continuous maps, no ties), so the curves agree point by point."""
+    quantus = pytest.importorskip("quantus")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 3, 6, 8)).astype(np.float32)
+    x[:, :, 0, 0] = 0.0                   # Quantus' "black" is the image's minimum: make it 0, our "zero" baseline
+    maps = rng.random((3, 6, 8))
+    targets = np.array([0, 1, 2])
+    steps = 12                            # 4 pixels a step; Quantus counts features over the 3 channels: 12 a step
+    ours = xai_metrics.deletion_insertion(model, x, maps, targets, steps=steps, device="cpu", deletion_baseline="zero",
+                                          tie_break="raster", blur_sigma=1.0)   # the blur (insertion only) fits 6 px
+    metric = quantus.PixelFlipping(features_in_step=3 * 48 // steps, perturb_baseline="black", disable_warnings=True)
+    theirs = np.asarray(metric(model=model, x_batch=x, y_batch=targets, a_batch=maps[:, None].astype(np.float32),
+                               device="cpu", softmax=True), float)
+    assert theirs.shape == (3, steps)
+    np.testing.assert_allclose(ours["deletion_curve"][:, 1:], theirs, rtol=1e-5, atol=1e-6)
