@@ -371,13 +371,16 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
             else:
                 key_numbers[name] = spread
     distinct = {json.dumps(c, sort_keys=True) for c in configurations.values()}
+    # every name each seed recorded: a rename or a dropped metric shows up in the default-run check
+    required = sorted(set.intersection(*(set(m) for m in runs.values())))
     return {"about": f"Default runs at seeds {', '.join(map(str, seeds))} (`make seeds`). Each claim is labelled "
                      "holds / fails / same direction, not decided / flips (helpers.runner.claim_label); a default run "
-                     "must give a verdict the seeds gave; the numbers the claims rest on must fall in the range the "
+                     "must record every name the seeds recorded, give each claim a verdict the seeds gave, and record "
+                     "no claim the study lacks; the numbers the claims rest on must fall in the range the "
                      "seeds span, widened by half that spread on each side (except those listed as unchecked).",
             "configuration": json.loads(distinct.pop()) if len(distinct) == 1 else None,
-            "claims": labels, "verdicts_seen": seen, "key_numbers": key_numbers, "unchecked": unchecked,
-            "seeds": runs}
+            "required": required, "claims": labels, "verdicts_seen": seen, "key_numbers": key_numbers,
+            "unchecked": unchecked, "seeds": runs}
 
 
 def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS, selection=()) -> list[Path]:
@@ -396,8 +399,10 @@ def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS, selecti
 def check_default_run(metrics: dict, default: dict) -> list[str]:
     """Problems of a recorded default run against the seed study: any claim whose verdict none of the seeds gave (or,
     for a claim whose direction agreed at every seed, whose effect turned), a key number outside the seeds' range,
-    a required name missing."""
+    a required name missing, a claim the seed study does not know (the study is older than the notebook)."""
     problems = [f"{name} not recorded" for name in default.get("required", []) if name not in metrics]
+    problems += [f"{name} is not in the seed study (recorded before this claim existed): rerun `make seeds`"
+                 for name in sorted(metrics) if name.startswith("claim_") and name not in default.get("claims", {})]
     seen_by_claim = default.get("verdicts_seen", {})
     for name, label in default.get("claims", {}).items():
         seen = seen_by_claim.get(name) or {"holds": [True], "fails": [False]}.get(label, [False, True])

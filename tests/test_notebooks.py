@@ -242,6 +242,9 @@ def test_default_checks_catch_a_flipped_claim_and_a_number_out_of_range():
     # a claim that flips over the seeds is still checked: it must be recorded
     assert runner.check_default_run({k: v for k, v in good.items() if k != "claim_b"}, default) == [
         "claim_b not recorded (seed study: flips)"]
+    # a claim the study never saw (the notebook is newer than its seed study) is named, not passed over
+    problems = runner.check_default_run({**good, "claim_new": True}, default)
+    assert len(problems) == 1 and problems[0].startswith("claim_new is not in the seed study"), problems
 
 
 def test_claim_labels_over_the_seeds():
@@ -276,6 +279,8 @@ def test_seed_study_labels_claims_and_refuses_ranges_that_cannot_fail(tmp_path):
     assert "p" not in study["key_numbers"] and study["unchecked"] == {"p": "the seeds span its whole range"}
     assert study["configuration"] == {"numeric_mode": "portable"}
     assert set(study["seeds"]) == {"0", "1", "2"} and "seconds" not in study["seeds"]["0"]
+    # the names every seed recorded are required of a default run (derived, never hand-kept)
+    assert study["required"] == ["auc", "claim_high", "claim_split", "claim_weak", "effect_weak", "p"]
     with pytest.raises(FileNotFoundError, match="seed 3"):
         runner.seed_study("99_demo", tmp_path, (0, 1, 2, 3))
 
