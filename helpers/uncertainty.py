@@ -50,6 +50,28 @@ def bootstrap_ci(values, level: float = LEVEL, n_resamples: int = N_RESAMPLES, s
     return {"mean": float(values.mean()), "low": low, "high": high, "n": int(values.size)}
 
 
+def block_medians(values, mask, size: int = 8, min_fraction: float = 0.5) -> np.ndarray:
+    """Bootstrap units for a map whose neighbouring pixels (voxels) are correlated: the median of ``values`` in each
+    ``size`` × ``size`` block of the first two axes (all further axes pooled), over the blocks at least
+    ``min_fraction`` inside ``mask``. ``values`` has the mask's shape (NaN where undefined); resampling voxels instead
+    would treat thousands of correlated voxels as independent and give far too narrow an interval."""
+    values, mask = np.asarray(values, float), np.asarray(mask, bool)
+    if values.shape != mask.shape or values.ndim < 2:
+        raise ValueError(f"values {values.shape} and mask {mask.shape} must be maps of the same shape (2-D or more).")
+    if int(size) < 1 or not 0 < min_fraction <= 1:
+        raise ValueError(f"size={size}, min_fraction={min_fraction}: a block is ≥ 1 pixel wide and the fraction in "
+                         "(0, 1].")
+    medians = []
+    for i in range(0, mask.shape[0], size):
+        for j in range(0, mask.shape[1], size):
+            inside = mask[i:i + size, j:j + size]
+            block = values[i:i + size, j:j + size][inside]
+            block = block[np.isfinite(block)]
+            if inside.size and inside.mean() >= min_fraction and block.size:
+                medians.append(float(np.median(block)))
+    return np.asarray(medians)
+
+
 def paired_difference(a, b, level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
     """Compare paired scores ``a`` and ``b`` (same units in the same order): the mean of a − b with its bootstrap
     interval, and the two-sided Wilcoxon signed-rank p-value. ``better`` is "a" or "b" only when the interval

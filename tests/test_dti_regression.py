@@ -34,6 +34,60 @@ def test_bad_dti_inputs_are_named():
         bundled.load_dwi("hardi")
 
 
+def _synthetic_shells(shells, kurtosis=0.0, evals=(1.7e-3, 0.3e-3, 0.3e-3), n_directions=30):
+    """Noise-free signals of one tensor on a few shells (S0 = 1) on a 2 × 1 × 1 grid, with an isotropic kurtosis term
+    (exp(−bD + b²D²K/6) along each direction)."""
+    from dipy.core.sphere import HemiSphere, disperse_charges
+
+    rng = np.random.default_rng(0)
+    theta, phi = np.arccos(rng.uniform(-1, 1, n_directions)), rng.uniform(0, 2 * np.pi, n_directions)
+    directions = disperse_charges(HemiSphere(theta=theta, phi=phi), 2000)[0].vertices
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    tensor = rotation @ np.diag(evals) @ rotation.T
+    bvals = np.concatenate([[0.0, 0.0]] + [np.full(n_directions, b) for b in shells])
+    bvecs = np.vstack([np.zeros((2, 3))] + [directions] * len(shells))
+    adc = np.einsum("ni,ij,nj->n", bvecs, tensor, bvecs)
+    signal = np.exp(-bvals * adc + bvals ** 2 * adc ** 2 * kurtosis / 6)
+    return np.tile(signal, (2, 1, 1, 1)), bvals, bvecs
+
+
+def test_single_shell_fits_agree_for_gaussian_diffusion_and_name_bad_shells():
+    data, bvals, bvecs = _synthetic_shells([1000, 2000])
+    mask = np.ones(data.shape[:3], bool)
+    expected_md, expected_fa = diffusion.md_fa(np.array([[1.7e-3, 0.3e-3, 0.3e-3]]))
+    for shell in (1000, 2000):
+        fit = diffusion.fit_tensor_shell(data, bvals, bvecs, shell, mask=mask)
+        np.testing.assert_allclose(fit.md, expected_md[0], rtol=1e-4)
+        np.testing.assert_allclose(fit.fa, expected_fa[0], atol=1e-4)
+    assert diffusion.shell_volumes(bvals, 1000).sum() == 2 + 30
+    with pytest.raises(ValueError, match=r"shells \[1000.0, 2000.0\]"):
+        diffusion.shell_volumes(bvals, 3000)
+    few = np.r_[np.ones(2, bool), np.arange(60) < 4]
+    with pytest.raises(ValueError, match="fewer than 6 distinct"):
+        diffusion.fit_tensor_shell(data[..., few], bvals[few], bvecs[few], 1000)
+
+
+def test_direction_averaged_diffusivity_and_kurtosis_on_known_signals():
+    shells = [1000, 2000, 3000]
+    # Gaussian diffusion: the direction-averaged signal of an isotropic tensor decays with D at every b
+    data, bvals, bvecs = _synthetic_shells(shells, evals=(0.8e-3,) * 3)
+    mask = np.ones(data.shape[:3], bool)
+    found, diffusivity, n = diffusion.direction_averaged_diffusivity(data, bvals, bvecs, mask)
+    np.testing.assert_array_equal(found, shells)
+    assert n.tolist() == [30, 30, 30]
+    np.testing.assert_allclose(diffusivity, 0.8e-3, rtol=1e-9)
+    # kurtosis 1: the apparent diffusivity falls with b, and dipy's MSDKI gives the kurtosis back
+    data, bvals, bvecs = _synthetic_shells(shells, kurtosis=1.0, evals=(0.8e-3,) * 3)
+    _, diffusivity, _ = diffusion.direction_averaged_diffusivity(data, bvals, bvecs, mask)
+    assert (np.diff(diffusivity, axis=1) < 0).all()
+    np.testing.assert_allclose(diffusivity[:, 0], 0.8e-3 - 1000 * 0.8e-3 ** 2 / 6, rtol=1e-9)   # D − bD²K/6
+    msd, msk = diffusion.mean_signal_kurtosis(data, bvals, bvecs, mask)
+    np.testing.assert_allclose(msd, 0.8e-3, rtol=1e-3)
+    np.testing.assert_allclose(msk, 1.0, atol=1e-3)
+    with pytest.raises(ValueError, match="at least two shells"):
+        diffusion.mean_signal_kurtosis(data, bvals, bvecs, mask, max_b=1000)
+
+
 # ------------------------------------------------------------------------------------------ regression
 def test_regression_targets_and_split():
     reg = {"md": np.array([1.0, 0.9, 0.8]), "fa": np.array([0.2, 0.3, 0.4]), "cc": np.array([3, 4, 5])}

@@ -173,3 +173,25 @@ def test_a_member_comes_out_of_a_source_archive_or_is_named_missing(tmp_path):
     assert out.read_bytes() == b"real data"
     with pytest.raises(bundled.RealDataError, match="holds no pkg-1.0/data/other.bin"):
         bundled._extract(archive, "pkg-1.0/data/other.bin", tmp_path / "x", "Fix: none")
+
+
+def test_real_brain_dwi_from_mdt(repo_data_dir):
+    """MDT's example data: real human brain DWI, two slices, with its brain mask and gradient table."""
+    from helpers.methods.dti import diffusion
+
+    for protocol, volumes, shells in (("b1k_b2k", 103, [1000, 2000]),
+                                      ("multishell_b6k_max", 114, [750, 1500, 2250, 3000, 3750, 4500, 5200, 6000])):
+        data, bvals, bvecs, mask, voxel = bundled.load_real_brain_dwi(repo_data_dir, protocol)
+        assert data.shape == (104, 104, 2, volumes) and mask.shape == data.shape[:3] and voxel == (2.0, 2.0, 2.0)
+        assert 8800 < mask.sum() < 9000
+        assert sorted({round(b, -1) for b in bvals if b > 20}) == shells
+        np.testing.assert_allclose(np.linalg.norm(bvecs[bvals > 20], axis=1), 1, atol=1e-6)
+        # inside the brain the unweighted signal is well above the weighted one
+        assert np.median(data[mask][:, bvals < 20]) > 2 * np.median(data[mask][:, bvals > 20])
+    data, bvals, bvecs, mask, _ = bundled.load_real_brain_dwi(repo_data_dir, "b1k_b2k")
+    fit = diffusion.fit_tensor_shell(data, bvals, bvecs, 1000, mask=mask)
+    ok = mask & (fit.evals > 0).all(-1)
+    # brain tissue at b = 1 000 s/mm²: MD about 0.7–0.9 µm²/ms (measured 0.786), FA of mixed grey and white matter
+    assert 0.7e-3 < np.median(fit.md[ok]) < 0.9e-3 and 0.1 < np.median(fit.fa[ok]) < 0.3
+    with pytest.raises(ValueError, match="unknown protocol"):
+        bundled.load_real_brain_dwi(repo_data_dir, "hcp")

@@ -196,3 +196,20 @@ def test_auc_difference_counts_ties_as_sklearn_and_decides_by_its_interval():
         uncertainty.auc_difference(np.ones(10), a[:10], b[:10])
     with pytest.raises(ValueError, match="same units"):
         uncertainty.auc_difference(y, a[:10], b)
+
+
+def test_block_medians_are_one_unit_per_block_inside_the_mask():
+    values = np.arange(16, dtype=float).reshape(4, 4)
+    mask = np.ones((4, 4), bool)
+    mask[2:, 2:] = False                      # the lower-right block is outside
+    mask[0, 0] = False                        # the upper-left block is 3/4 inside
+    values[0, 1] = np.nan                     # an undefined value is left out, not counted as a number
+    np.testing.assert_array_equal(uncertainty.block_medians(values, mask, size=2),
+                                  [np.median([4, 5]), np.median([2, 3, 6, 7]), np.median([8, 9, 12, 13])])
+    assert uncertainty.block_medians(values, mask, size=2, min_fraction=1.0).tolist() == [4.5, 10.5]
+    # further axes (slices) are pooled into the same block
+    stacked = np.stack([values, values + 100], -1)
+    assert uncertainty.block_medians(stacked, np.stack([mask, mask], -1), size=2)[1] == np.median([2, 3, 6, 7, 102,
+                                                                                                   103, 106, 107])
+    with pytest.raises(ValueError, match="same shape"):
+        uncertainty.block_medians(values, mask[:3])

