@@ -51,6 +51,14 @@ def test_dicom_slice_and_series(tmp_path):
         ds.save_as(folder / f"s{i}.dcm")
     vol, spacing = formats.load_dicom_series(folder)
     assert vol.shape == (3, 128, 128) and spacing[0] == 10.0
+    # the affine carries the patient's orientation: index (z, y, x) → RAS mm, from ImagePositionPatient and
+    # ImageOrientationPatient (DICOM's LPS with x and y negated)
+    _, _, affine = formats.load_dicom_series(folder, return_affine=True)
+    row, column = (float(v) for v in src.PixelSpacing)
+    direction = np.asarray(src.ImageOrientationPatient, float)
+    lps = np.array([0, 0, 10.0]) + 2 * 10.0 * np.cross(direction[:3], direction[3:]) + 5 * row * direction[3:] \
+        + 7 * column * direction[:3]                            # slice 2 (z = 30 mm), row 5, column 7
+    np.testing.assert_allclose(affine @ [2, 5, 7, 1], [-lps[0], -lps[1], lps[2], 1], atol=1e-9)
     slope, inter = float(src.RescaleSlope), float(src.RescaleIntercept)
     assert [vol[k, 0, 0] for k in range(3)] == [1 * slope + inter, 2 * slope + inter, 0 * slope + inter]
     with pytest.raises(FileNotFoundError, match="no DICOM"):
@@ -295,3 +303,65 @@ def test_load_cohort_reads_nothing_outside_its_folder(tmp_path, subject):
     edited.to_csv(folder / "participants.csv", index=False)
     with pytest.raises(ValueError, match="subject id"):
         formats.load_cohort(folder)
+
+
+# ------------------------------------------------------------------ a real chest CT onto the cohort's grid
+def _phantom_chest(shape=(120, 100, 12), spacing=(2.0, 2.0, 5.0)):
+    """Air around a soft-tissue body with two lung fields (−850 HU), a vessel inside the right one and a lesion
+    against the pleura of the left one (soft tissue bulging into the lung from its outer wall)."""
+    x, y = np.meshgrid(np.arange(shape[0]) * spacing[0], np.arange(shape[1]) * spacing[1], indexing="ij")
+    body = ((x - 120) / 100) ** 2 + ((y - 100) / 80) ** 2 <= 1
+    right = ((x - 60) / 33) ** 2 + ((y - 100) / 50) ** 2 <= 1          # 54 mm of mediastinum between the lungs
+    left = ((x - 180) / 33) ** 2 + ((y - 100) / 50) ** 2 <= 1
+    vessel = (x - 60) ** 2 + (y - 100) ** 2 <= 4 ** 2
+    lesion = ((x - 213) ** 2 + (y - 100) ** 2 <= 12 ** 2) & left
+    plane = np.where(body, 40.0, -1000.0)
+    plane[right | left] = -850.0
+    plane[vessel | lesion] = 40.0
+    hu = np.repeat(plane[:, :, None], shape[2], 2).astype(np.float32)
+    return hu, np.repeat((right | left)[:, :, None], shape[2], 2), np.repeat(lesion[:, :, None], shape[2], 2)
+
+
+def test_lung_segmentation_takes_in_vessels_and_pleural_lesions_but_not_outside_air():
+    hu, lungs, lesion = _phantom_chest()
+    mask = registration.segment_lungs(hu, (2.0, 2.0, 5.0))
+    assert mask[lungs & ~lesion].all()
+    # the ball fills the lesion's notch in the lung but not its mouth at the pleura (measured 0.74 of it)
+    assert mask[lesion].mean() > 0.7
+    # nothing of the air around the body, and little soft tissue beyond the lungs (the closing's price)
+    assert not mask[hu == -1000].any()
+    assert mask.sum() < 1.05 * lungs.sum()
+    # without the rolling ball the lesion against the pleura stays out; the vessel inside is filled either way
+    no_ball = registration.segment_lungs(hu, (2.0, 2.0, 5.0), closing_mm=2.0)
+    assert no_ball[lungs & ~lesion].all() and no_ball[lesion].mean() < 0.5
+    with pytest.raises(ValueError, match="no air below"):
+        registration.segment_lungs(np.full((20, 20, 3), 40.0), (1, 1, 1))
+    with pytest.raises(ValueError, match="three voxel sizes"):
+        registration.segment_lungs(hu, (2.0, 2.0))
+
+
+def test_real_lung_ct_segmentation_holds_its_nodule(repo_data_dir):
+    hu, lesion, affine, spacing = bundled.load_real_lung_ct(repo_data_dir, "lung1")
+    mask = registration.segment_lungs(hu, spacing)
+    # the same scan as Z×Y×X (a DICOM series' order) gives the same mask, transposed
+    np.testing.assert_array_equal(registration.segment_lungs(hu.T, spacing[::-1], axial_axis=0), mask.T)
+    assert mask[lesion].all()                              # an intrapulmonary nodule: inside the filled lung
+    assert 0.10 < mask.mean() < 0.20                       # measured 0.153 of the scan
+    assert not (mask & (hu < -900))[:, :5].any()           # no outside air at the scan's edge
+
+
+def test_cohort_box_puts_the_apex_first_and_the_patients_right_first():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])                  # RAS, 2 mm voxels
+    lung = np.zeros((40, 40, 40), bool)
+    lung[10:30, 10:30, 10:30] = True
+    box = registration.cohort_box(lung, affine, (8, 8, 8), 6.0)
+    centre = np.append((np.asarray((8, 8, 8)) - 1) / 2, 1)
+    np.testing.assert_allclose(box @ centre, [39.0, 39.0, 39.0, 1.0])      # the lung's centre in mm
+    # one voxel along each box axis: inferior (−S), posterior (−A), towards the patient's left (−R), 6 mm each
+    np.testing.assert_allclose(box[:3, :3], [[0, 0, -6], [0, -6, 0], [-6, 0, 0]])
+    volume = np.zeros((40, 40, 40), np.float32)
+    volume[30:40, 15:25, 15:25] = 1.0                      # a block on the patient's right (high RAS x)
+    resampled = registration.resample_to_box(volume, affine, box, (8, 8, 8), order=0)
+    assert resampled[:, :, :3].sum() > 0 and resampled[:, :, 5:].sum() == 0
+    with pytest.raises(ValueError, match="empty"):
+        registration.cohort_box(np.zeros((4, 4, 4), bool), affine, (8, 8, 8), 6.0)

@@ -257,3 +257,25 @@ def test_deletion_curve_equals_quantus_pixel_flipping():
                                device="cpu", softmax=True), float)
     assert theirs.shape == (3, steps)
     np.testing.assert_allclose(ours["deletion_curve"][:, 1:], theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_placement_test_finds_a_map_on_its_region_and_none_in_a_flat_one():
+    within = np.zeros((20, 20, 20), bool)
+    within[2:18, 2:18, 2:18] = True
+    region = np.zeros_like(within)
+    region[8:11, 8:11, 8:11] = True
+    rng = np.random.default_rng(0)
+    on_region = rng.random(within.shape) * 0.1 + region
+    result = xai_metrics.placement_test(on_region, region, within, n_placements=500)
+    assert result["p"] == pytest.approx(1 / 501) and result["observed"] > 1.0 > result["null_high"]
+    # a flat map ties everywhere: no placement is below the region, p = 1
+    assert xai_metrics.placement_test(np.ones(within.shape), region, within, n_placements=200)["p"] == 1.0
+    # a map that avoids the region: p near 1
+    assert xai_metrics.placement_test(1.0 - on_region, region, within, n_placements=200)["p"] > 0.9
+    # the same seed, the same placements
+    again = xai_metrics.placement_test(on_region, region, within, n_placements=500)
+    assert again == result
+    with pytest.raises(ValueError, match="too large"):
+        xai_metrics.placement_test(on_region, within, within, n_placements=50, min_inside=1.0)
+    with pytest.raises(ValueError, match="share one grid"):
+        xai_metrics.placement_test(on_region[:-1], region, within)

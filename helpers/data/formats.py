@@ -445,13 +445,16 @@ def load_dicom(path):
 DICOM_IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 
 
-def load_dicom_series(folder):
+def load_dicom_series(folder, return_affine: bool = False):
     """A DICOM series (one file per slice) as a volume in HU, slices sorted along the slice normal.
 
     The files must form one series of one patient (one value of each of DICOM_IDENTITY_TAGS, carried by every
     slice or by none; one ImageOrientationPatient; positions on one line along its normal), slices are ordered by
     ImagePositionPatient projected on the normal of ImageOrientationPatient, and two slices at one position or an uneven spacing (> 1 % apart) are
-    refused with the files named. Returns (volume Z×Y×X float32, spacing (z, y, x) mm)."""
+    refused with the files named. Returns (volume Z×Y×X float32, spacing (z, y, x) mm); with ``return_affine``
+    also the 4×4 affine from voxel indices (z, y, x) to RAS millimetres, as nibabel's (DICOM's LPS with its first
+    two axes negated), so that the patient's orientation survives: ``helpers.methods.sarcoidosis.registration``
+    puts such a volume on a cohort's grid with it."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     if not files:
@@ -473,6 +476,9 @@ def load_dicom_series(folder):
     if len(shapes) != 1:
         raise ValueError(f"{folder}: slices of different sizes {sorted(shapes)}; one series per folder.")
     if len(slices) == 1:
+        if return_affine:
+            raise ValueError(f"{folder} holds a single slice: its orientation along the slice normal is unknown, so "
+                             "there is no 3-D affine (load it with return_affine=False).")
         return slices[0][0][None], (1.0,) + slices[0][1]
     missing = [f.name for f, s in zip(files, slices) if not hasattr(s[2], "ImagePositionPatient")]
     if missing:
@@ -505,7 +511,17 @@ def load_dicom_series(folder):
         raise ValueError(f"{folder}: uneven slice spacing ({gaps.min():.3f}–{gaps.max():.3f} mm; missing slices?); "
                          "resample the series to a regular grid first.")
     volume = np.stack([slices[i][0] for i in order])
-    return volume, (dz,) + slices[0][1]
+    if not return_affine:
+        return volume, (dz,) + slices[0][1]
+    # columns: one step along z (the sorted normal), y (down the rows) and x (along a row), in LPS; PixelSpacing is
+    # (between rows, between columns)
+    row_step, column_step = slices[0][1]
+    affine = np.eye(4)
+    affine[:3, 0] = normal * dz
+    affine[:3, 1] = orientation[3:] * row_step
+    affine[:3, 2] = orientation[:3] * column_step
+    affine[:3, 3] = corners[order[0]]
+    return volume, (dz,) + slices[0][1], np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
 # ------------------------------------------------------------------------------- cohorts, templates, registration

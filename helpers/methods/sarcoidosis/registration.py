@@ -144,3 +144,76 @@ def alignment_correlation(volumes, template, mask=None) -> np.ndarray:
         raise ValueError(f"mask {sel.shape} differs from the template {template.shape}; give a mask on its grid.")
     t = template[sel]
     return np.array([np.corrcoef(v[sel], t)[0, 1] for v in volumes])
+
+
+# ------------------------------------------------------------------ a real chest CT onto the cohort's grid
+def segment_lungs(hu, spacing, threshold_hu: float = -400.0, closing_mm: float = 20.0, second_lung: float = 0.2,
+                  axial_axis: int = -1):
+    """The lung fields of a real chest CT (HU; axial slices along ``axial_axis``: the last as
+    :func:`helpers.data.formats.load_nrrd` gives them, 0 for ``load_dicom_series``' Z×Y×X), by the classical
+    threshold method (no learned weights):
+    air below ``threshold_hu`` that does not touch the scan's in-plane border (the air around the body); the
+    largest such component, and any other at least ``second_lung`` of its size (a lung the airways do not join);
+    holes filled in each axial slice (vessels, nodules inside the lung); then a closing in each slice with a disc
+    of ``closing_mm`` radius, the "rolling ball" that takes in lesions lying against the pleura. Returns a bool mask."""
+    from scipy import ndimage
+
+    hu = np.asarray(hu, np.float32)
+    spacing = np.asarray(spacing, float)
+    if hu.ndim != 3 or spacing.shape != (3,) or (spacing <= 0).any():
+        raise ValueError(f"hu of shape {hu.shape} with spacing {spacing.tolist()}: give one 3-D CT volume in HU and "
+                         "its three voxel sizes in mm.")
+    if axial_axis not in (0, 1, 2, -1, -2, -3):
+        raise ValueError(f"axial_axis={axial_axis}: the axis along which the axial slices are stacked (0, 1 or 2).")
+    if axial_axis % 3 != 2:      # the work below runs slice by slice along the last axis
+        order = [a for a in range(3) if a != axial_axis % 3] + [axial_axis % 3]
+        lungs = segment_lungs(np.transpose(hu, order), spacing[order], threshold_hu, closing_mm, second_lung)
+        return np.transpose(lungs, np.argsort(order))
+    air = hu < threshold_hu
+    labels, n = ndimage.label(air)
+    outside = np.unique(np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(),
+                                        labels[:, -1].ravel()]))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
+    sizes[outside] = 0
+    sizes[0] = 0                  # label 0 is everything that is not air
+    if sizes.max() == 0:
+        raise ValueError(f"no air below {threshold_hu} HU inside the body: is the volume in HU (air about −1000), "
+                         "with axial slices along the last axis?")
+    lungs = np.isin(labels, np.flatnonzero(sizes >= second_lung * sizes.max()))
+    pad = [(int(np.ceil(closing_mm / s)) + 1,) * 2 for s in spacing[:2]]
+    out = np.empty_like(lungs)
+    for z in range(lungs.shape[2]):
+        # the closing as two Euclidean distance thresholds (in mm, exact for any disc, fast for a large one);
+        # padded so that it does not eat lung at the slice's edge
+        filled = np.pad(ndimage.binary_fill_holes(lungs[:, :, z]), pad)
+        grown = ndimage.distance_transform_edt(~filled, sampling=spacing[:2]) <= closing_mm
+        closed = ndimage.distance_transform_edt(grown, sampling=spacing[:2]) > closing_mm
+        out[:, :, z] = ndimage.binary_fill_holes(closed | filled)[pad[0][0]:-pad[0][1], pad[1][0]:-pad[1][1]]
+    return out
+
+
+def cohort_box(lung, affine, shape, spacing_mm: float) -> np.ndarray:
+    """The affine of a box on the simulated cohort's grid (``shape`` voxels of ``spacing_mm``, axes z, y, x: index 0
+    of the first axis is superior — the apex —, the second runs anterior → posterior, the third from the patient's
+    right to left), centred on the centre of the lung mask ``lung`` (voxel grid of ``affine``, RAS mm)."""
+    lung = np.asarray(lung, bool)
+    if not lung.any():
+        raise ValueError("lung is empty: segment the lungs first (segment_lungs).")
+    centre_voxel = np.append(np.argwhere(lung).mean(0), 1.0)
+    centre = (np.asarray(affine, float) @ centre_voxel)[:3]
+    axes = np.array([[0, 0, -1], [0, -1, 0], [-1, 0, 0]], float).T * float(spacing_mm)   # columns: i, j, k in RAS
+    box = np.eye(4)
+    box[:3, :3] = axes
+    box[:3, 3] = centre - axes @ ((np.asarray(shape, float) - 1) / 2)
+    return box
+
+
+def resample_to_box(volume, affine, box_affine, shape, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """``volume`` (with its voxel → RAS ``affine``) resampled onto the box (nibabel's ``resample_from_to``; order 1
+    linear for CT, 0 nearest for masks; ``cval`` outside the scan)."""
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    image = nib.Nifti1Image(np.asarray(volume, np.float32), np.asarray(affine, float))
+    return np.asarray(resample_from_to(image, (tuple(int(s) for s in shape), np.asarray(box_affine, float)),
+                                       order=order, mode="constant", cval=cval).dataobj, np.float32)
