@@ -177,17 +177,23 @@ def test_cohort_roundtrip_and_refusals(tmp_path):
 def test_template_registration_improves_alignment_and_refuses_other_shapes(capsys):
     from scipy import ndimage
 
-    vols, lungs, _ = small_cohort(n=5, shape=(24, 24, 24))
+    vols, lungs, _, landmarks = ct.simulate_cohort(5, (24, 24, 24), seed=0, progress=False, return_landmarks=True)
     drive = np.stack([ndimage.gaussian_filter(m.astype(np.float32), 1.0) for m in lungs])
     capsys.readouterr()
     template, idx = registration.build_template(drive, (6.0,) * 3, sample_fraction=0.5, iterations=1, min_subjects=2)
     assert capsys.readouterr().out == ""     # antspyx prints its transform lists; a notebook should not show them
     assert template.shape == vols.shape[1:] and len(idx) == 2
-    warped, warped_lungs = registration.register_to_template(vols, template, (6.0,) * 3, extra=drive, drive=drive,
-                                                   progress=False)
+    warped, warped_lungs, warped_points = registration.register_to_template(
+        vols, template, (6.0,) * 3, extra=drive, drive=drive, progress=False, points=landmarks)
     before = registration.alignment_correlation(drive, template).mean()
     after = registration.alignment_correlation(warped_lungs, template).mean()
     assert after > before + 0.02
+    # the simulator's landmarks, which the registration never saw, come closer together (measured 2.6 → 1.0 voxels)
+    assert np.isfinite(warped_points).all()
+    spread_before, spread_after = registration.landmark_spread(landmarks), registration.landmark_spread(warped_points)
+    assert spread_after.mean() < 0.8 * spread_before.mean()
+    with pytest.raises(ValueError, match="N × L × 3 voxel indices"):
+        registration.register_to_template(vols, template, (6.0,) * 3, progress=False, points=landmarks[:, :, :2])
     with pytest.raises(ValueError, match="template is .* but the volumes are"):
         registration.register_to_template(vols, np.zeros((8, 8, 8), np.float32), (6.0,) * 3, progress=False)
 
@@ -282,6 +288,24 @@ def test_write_cohort_refuses_inconsistent_input(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         formats.write_cohort(tmp_path / "cohort", v, t)
     assert not (tmp_path / "cohort").exists()
+
+
+def test_cohort_landmarks_follow_each_subjects_warp():
+    shape = (24, 24, 24)
+    vols, lungs, _, disease, landmarks = ct.simulate_cohort(4, shape, seed=0, progress=False, return_disease=True,
+                                                           return_landmarks=True)
+    assert landmarks.shape == (4, len(ct.COHORT_LANDMARKS), 3)
+    # the same draws as without landmarks: asking for them changes nothing else
+    np.testing.assert_array_equal(vols, ct.simulate_cohort(4, shape, seed=0, progress=False)[0])
+    # near where the template's anatomy has them (the warps move them by a few voxels), and inside each lung
+    canonical = np.array(list(ct.COHORT_LANDMARKS.values())) * (np.asarray(shape) - 1)
+    assert np.abs(landmarks - canonical).max() < 7
+    names = list(ct.COHORT_LANDMARKS)
+    for i in range(4):
+        for j in (names.index("right lung centre"), names.index("left lung centre")):
+            assert lungs[i][tuple(landmarks[i, j])]
+    assert registration.landmark_spread(landmarks).max() > 0.5       # the subjects differ
+    assert registration.landmark_spread(np.repeat(landmarks[:1], 3, 0)).max() == 0
 
 
 def test_simulated_cohort_can_return_its_true_disease_masks():

@@ -157,6 +157,12 @@ def healthy_ct_reference(n: int = 100, size: int = 64, seed: int = 0, lung_hu: n
 # y anterior → posterior, x the patient's right → left (radiological display).
 COHORT_PATTERNS = ("upper", "hilar")
 COHORT_OUTCOMES = ("fev1", "fvc", "dlco", "sobq", "fas", "crp")   # crp is unrelated to the disease (a null)
+# Anatomical points in the simulator's normalised coordinates (z from the apex, y, x from the patient's right), inside
+# the lungs and the hilum; each subject's warp puts them at other voxels, which is the truth a registration must undo
+COHORT_LANDMARKS = {"right apex": (0.2, 0.48, 0.29), "left apex": (0.2, 0.48, 0.71),
+                    "right lung centre": (0.5, 0.48, 0.29), "left lung centre": (0.5, 0.48, 0.71),
+                    "right base": (0.8, 0.48, 0.29), "left base": (0.8, 0.48, 0.71),
+                    "right hilum": (0.5, 0.5, 0.39), "left hilum": (0.5, 0.5, 0.61)}
 
 
 def _lung_fields(zz, yy, xx):
@@ -218,7 +224,17 @@ def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lun
         nodes = ndimage.binary_dilation(nodes, iterations=grow)
     disease[nodes & lung] = np.maximum(disease[nodes & lung], 500.0 + 300.0 * burden * node_scale)
     vol[lung] += disease[lung]
-    return vol, {"body": body, "lung": lung, "hilum": hilum, "disease": (disease > 100) & lung}
+    return vol, {"body": body, "lung": lung, "hilum": hilum, "disease": (disease > 100) & lung,
+                 "landmarks": _landmark_voxels((zz, yy, xx))}
+
+
+def _landmark_voxels(grid) -> np.ndarray:
+    """Where :data:`COHORT_LANDMARKS` lie in one subject: the voxel whose normalised coordinate is nearest to each
+    (L × 3 voxel indices, z y x)."""
+    stacked = np.stack(grid, -1).reshape(-1, 3)
+    shape = grid[0].shape
+    return np.array([np.unravel_index(int(np.argmin(((stacked - np.asarray(c, np.float32)) ** 2).sum(1))), shape)
+                     for c in COHORT_LANDMARKS.values()])
 
 
 def scadding_stage(pattern, burden, rng, misread: float = 0.25) -> np.ndarray:
@@ -234,14 +250,15 @@ def scadding_stage(pattern, burden, rng, misread: float = 0.25) -> np.ndarray:
 
 
 def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fraction: float = 0.4,
-                    lung_hu=None, progress: bool = True, return_disease: bool = False):
+                    lung_hu=None, progress: bool = True, return_disease: bool = False, return_landmarks: bool = False):
     """A sarcoidosis-like cohort: volumes (N×z×y×x HU float32), lung masks, and a table (pandas) with
     pattern, burden, demographics (age, sex, race, Hispanic ethnicity, height in inches, BMI, scanner), the
     Scadding stage a chest radiograph would give (:func:`scadding_stage`) and outcomes (FEV1 and FVC in litres,
     DLCO % predicted, SOBQ and FAS scores, CRP mg/L). Outcomes depend on the parenchymal burden and
     on demographics (height, age, sex) with noise; CRP depends on nothing (a negative control).
     ``return_disease=True`` adds a fourth result: each subject's true disease mask (N×z×y×x bool, inside the lung),
-    the ground truth a real cohort does not have."""
+    the ground truth a real cohort does not have. ``return_landmarks=True`` adds, last, where each subject's warp put
+    :data:`COHORT_LANDMARKS` (N × L × 3 voxel indices): a registration that undoes the warps brings them together."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -271,16 +288,17 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     volumes = np.empty((n,) + tuple(shape), np.float32)
     lungs = np.empty((n,) + tuple(shape), bool)
     disease = np.empty((n,) + tuple(shape), bool)
+    landmarks = np.empty((n, len(COHORT_LANDMARKS), 3), int)
     for i in tqdm(range(n), desc="simulating CT cohort", disable=not progress, leave=False):
         sub_rng = np.random.default_rng([seed, 4004, i])
         volumes[i], masks = render_lung_volume(sub_rng, shape, pattern[i], burden[i], lung_hu)
-        lungs[i], disease[i] = masks["lung"], masks["disease"]
+        lungs[i], disease[i], landmarks[i] = masks["lung"], masks["disease"], masks["landmarks"]
     table = pd.DataFrame({
         "subject": [f"sub-{i + 1:03d}" for i in range(n)], "pattern": pattern, "burden": burden,
         "male": male.astype(int), "white": white.astype(int), "age": age, "height_in": height, "bmi": bmi,
         "scanner": scanner, "fev1": fev1, "fvc": fvc, "dlco": dlco, "sobq": sobq, "fas": fas, "crp": crp,
         "hispanic": hispanic.astype(int), "scadding": scadding})
-    return (volumes, lungs, table, disease) if return_disease else (volumes, lungs, table)
+    return (volumes, lungs, table) + ((disease,) if return_disease else ()) + ((landmarks,) if return_landmarks else ())
 
 
 def cluster_site_masks(labels, site, k: int, lung, size: int = 64) -> np.ndarray:
