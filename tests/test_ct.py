@@ -222,6 +222,20 @@ def test_outcome_association_equals_two_sample_t_test():
     assert both.loc["y", "r2_with_stage"] == pytest.approx(both.loc["y", "r2_with_cluster"])
     with pytest.raises(ValueError, match="not a column"):
         cohort.outcome_associations(table, labels, ["y"], compare_with="scadding")
+    # the adjusted R² is statsmodels', and a permutation p-value follows the F-test: small for y, not for noise
+    import statsmodels.formula.api as smf
+
+    covariate_table = table.assign(age=rng.normal(50, 10, 60))
+    permuted = cohort.outcome_associations(covariate_table, labels, ["y", "noise"], covariates=("age",),
+                                           n_permutations=199, seed=0)
+    direct = smf.ols("y ~ C(cluster) + age", covariate_table.assign(cluster=labels)).fit()
+    assert permuted.loc["y", "r2_adjusted_with_cluster"] == pytest.approx(direct.rsquared_adj)
+    assert permuted.loc["y", "p_permutation"] == pytest.approx(1 / 200)
+    assert permuted.loc["noise", "p_permutation"] > 0.05
+    # the permutation F equals statsmodels' F for the cluster term
+    base_x = np.column_stack([np.ones(60), covariate_table["age"]])
+    assert cohort._cluster_f(covariate_table["y"].to_numpy(), base_x, labels) == pytest.approx(
+        float(direct.f_test("C(cluster)[T.1] = 0").fvalue))
     with pytest.raises(ValueError, match="not in the table"):
         cohort.demographics_by_cluster(table, labels, continuous=("age",))
 
@@ -389,3 +403,17 @@ def test_cohort_box_puts_the_apex_first_and_the_patients_right_first():
     assert resampled[:, :, :3].sum() > 0 and resampled[:, :, 5:].sum() == 0
     with pytest.raises(ValueError, match="empty"):
         registration.cohort_box(np.zeros((4, 4, 4), bool), affine, (8, 8, 8), 6.0)
+
+
+def test_bootstrap_stability_is_high_for_separated_clusters_and_low_for_noise():
+    from helpers.methods.sarcoidosis import dec
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    separated = rng.normal(0, 0.3, (60, 4)) + 5 * np.eye(4)[labels]
+    assert dec.bootstrap_stability(separated, labels, 3, n_boot=10).min() == pytest.approx(1.0)
+    noise = rng.normal(0, 1, (60, 4))
+    noise_labels, _ = dec.kmeans(noise, 3)
+    assert dec.bootstrap_stability(noise, noise_labels, 3, n_boot=10).mean() < 0.8
+    with pytest.raises(ValueError, match="one row of features per label"):
+        dec.bootstrap_stability(noise[:10], labels, 3)

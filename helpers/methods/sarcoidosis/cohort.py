@@ -67,12 +67,15 @@ def demographics_by_cluster(table, labels, continuous=None, binary=None, categor
 
 
 def outcome_associations(table, labels, outcomes, covariates=("age", "male", "height_in", "bmi"),
-                         compare_with: str | None = None):
+                         compare_with: str | None = None, n_permutations: int = 0, seed: int = 0):
     """For each outcome: OLS outcome ~ cluster + covariates (statsmodels). Returns a DataFrame with the cluster
     effect(s) (largest cluster as reference), its 95 % CI, the p-value of the cluster term (F-test over its
-    levels), and the R² with and without the cluster term. ``compare_with`` (e.g. "scadding"): an existing
-    classification entered the same way instead of the clusters, its R² beside theirs (paper 004: the clusters
-    "explained more variation than Scadding")."""
+    levels), and the R² with and without the cluster term, and the adjusted R² with it. ``compare_with`` (e.g.
+    "scadding"): an existing classification entered the same way instead of the clusters, its R² and adjusted R²
+    beside theirs (paper 004: the clusters "explained more variation than Scadding"; Scadding's five stages spend four
+    degrees of freedom where two clusters spend one, which the adjusted R² charges for). ``n_permutations`` > 0 adds
+    ``p_permutation``: the cluster term's F statistic against the same statistic with the cluster labels shuffled
+    among the subjects (covariates kept), p = (1 + as large or larger) / (1 + permutations)."""
     import pandas as pd
     import statsmodels.formula.api as smf
 
@@ -96,9 +99,36 @@ def outcome_associations(table, labels, outcomes, covariates=("age", "male", "he
         ci = full.conf_int().loc[effect]
         row = {"outcome": outcome, "effect": float(full.params[effect]), "ci_low": float(ci[0]),
                "ci_high": float(ci[1]), "p": p, "r2_demographics": float(base.rsquared),
-               "r2_with_cluster": float(full.rsquared), "contrast": effect}
+               "r2_with_cluster": float(full.rsquared), "r2_adjusted_with_cluster": float(full.rsquared_adj),
+               "contrast": effect}
         if compare_with is not None:
             other = smf.ols(f"{outcome} ~ C({compare_with}) + {base_terms}", data).fit()
             row[f"r2_with_{compare_with}"] = float(other.rsquared)
+            row[f"r2_adjusted_with_{compare_with}"] = float(other.rsquared_adj)
+        if n_permutations > 0:
+            row["p_permutation"] = _permutation_p(np.asarray(full.model.endog, float), np.asarray(base.model.exog, float),
+                                                  labels[_rows_used(full, data)], n_permutations, seed)
         rows.append(row)
     return pd.DataFrame(rows).set_index("outcome")
+
+
+def _rows_used(fit, data) -> np.ndarray:
+    """Positions of the rows a statsmodels formula fit kept (rows with a missing value are dropped)."""
+    return data.index.get_indexer(fit.model.data.row_labels)
+
+
+def _cluster_f(y, base_x, labels) -> float:
+    """F statistic of adding cluster dummies (first cluster as reference) to the base design."""
+    levels = np.unique(labels)
+    dummies = (labels[:, None] == levels[None, 1:]).astype(float)
+    full_x = np.hstack([base_x, dummies])
+    rss = [float(np.sum((y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) ** 2)) for x in (base_x, full_x)]
+    q, dof = dummies.shape[1], len(y) - np.linalg.matrix_rank(full_x)
+    return ((rss[0] - rss[1]) / q) / (rss[1] / dof)
+
+
+def _permutation_p(y, base_x, labels, n_permutations: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    observed = _cluster_f(y, base_x, labels)
+    shuffled = [_cluster_f(y, base_x, rng.permutation(labels)) for _ in range(int(n_permutations))]
+    return float((1 + np.sum(np.asarray(shuffled) >= observed - 1e-12)) / (1 + len(shuffled)))

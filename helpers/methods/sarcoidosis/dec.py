@@ -284,6 +284,25 @@ def kmeans(embedding, k: int, seed: int = 0, n_init: int = 20):
     return km.labels_, km.cluster_centers_
 
 
+def bootstrap_stability(embedding, labels, k: int, n_boot: int = 50, seed: int = 0) -> np.ndarray:
+    """How stable the clustering of an embedding is (Hennig's bootstrap, for the k-means step only: the network is
+    not retrained): k-means at ``k`` on ``n_boot`` resamples of the subjects with replacement, each compared by the
+    adjusted Rand index with ``labels`` on the distinct subjects it drew. 1: the same partition every time."""
+    from sklearn.metrics import adjusted_rand_score
+
+    embedding, labels = np.asarray(embedding, float), np.asarray(labels)
+    if embedding.ndim != 2 or len(embedding) != len(labels):
+        raise ValueError(f"embedding {embedding.shape} and labels {labels.shape}: one row of features per label.")
+    rng = np.random.default_rng(seed)
+    scores = []
+    for b in range(int(n_boot)):
+        drawn = rng.integers(0, len(labels), len(labels))
+        fitted, _ = kmeans(embedding[drawn], k, seed=seed + b, n_init=10)
+        first = np.unique(drawn, return_index=True)[1]            # each distinct subject once
+        scores.append(adjusted_rand_score(labels[drawn[first]], fitted[first]))
+    return np.asarray(scores)
+
+
 def loss_settled(epoch_loss, loss_tol: float, patience: int) -> bool:
     """True when the mean of the last ``patience`` epoch losses lies within ``loss_tol`` (relative) of the best
     epoch loss before them, on either side: the loss neither falls nor rises any more. A loss that climbs beyond the
