@@ -28,6 +28,7 @@ from . import env
 ROOT = Path(__file__).resolve().parent.parent
 # beside metrics.json: the numeric mode, platform and library versions the run was made with (helpers.env)
 CONFIGURATION_FILE = "configuration.json"
+CODE_FILE = "code.json"        # which notebook and helpers made a run (code_fingerprint)
 EXPECTED = ROOT / "tests" / "expected"
 # The smoke references are compared at this relative tolerance (and 1e-12 absolute). Measured: two SMOKE runs
 # on one machine, with the caches cold (everything built) and warm (everything loaded), record identical
@@ -82,6 +83,20 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def code_fingerprint(nb: Path) -> dict:
+    """What code made a run: sha256 of the notebook's cell sources (outputs and metadata left out) and of every
+    ``helpers`` module. A seed study is made of runs of one code (see :func:`seed_study`), and a seed run whose code
+    is the current one need not be repeated (``--reuse``)."""
+    import hashlib
+
+    cells = json.loads(Path(nb).read_text())["cells"]
+    notebook = hashlib.sha256(json.dumps([(c["cell_type"], "".join(c["source"])) for c in cells]).encode()).hexdigest()
+    helpers = hashlib.sha256()
+    for path in sorted((ROOT / "helpers").rglob("*.py")):
+        helpers.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return {"notebook": notebook, "helpers": helpers.hexdigest()}
+
+
 def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Path | None = None,
                  extra: dict | None = None) -> tuple[Path, float]:
     """Execute one notebook into ``output_root/<stem>/`` (executed copy, figures, metrics.json)."""
@@ -92,6 +107,8 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"SMOKE": bool(smoke), "OUTPUT_DIR": str(out_dir), "DATA_DIR": str(Path(data_dir or ROOT / "data").resolve())}
     params.update(extra or {})
+    code = code_fingerprint(nb)            # before the run: the code it starts with
+    (out_dir / CODE_FILE).unlink(missing_ok=True)
     started = time.perf_counter()
     # the kernel inherits this process's environment: a MPLBACKEND=Agg set for headless tests would keep every
     # figure out of the executed notebook (and so out of the book); the inline backend embeds them
@@ -101,7 +118,16 @@ def run_notebook(nb: Path, output_root: Path, smoke: bool = False, data_dir: Pat
                             kernel_name=ensure_kernel(), progress_bar=False, log_output=False)
         configuration = env.configuration()          # as the kernel saw it
     (out_dir / CONFIGURATION_FILE).write_text(json.dumps(configuration, indent=1) + "\n")
+    (out_dir / CODE_FILE).write_text(json.dumps(code, indent=1) + "\n")
     return out_dir, time.perf_counter() - started
+
+
+def is_current_run(out_dir: Path, nb: Path) -> bool:
+    """A finished run in ``out_dir`` made by the current code of ``nb`` in this process's numeric configuration."""
+    out_dir = Path(out_dir)
+    files = [out_dir / name for name in ("metrics.json", CONFIGURATION_FILE, CODE_FILE)]
+    return all(f.exists() for f in files) and json.loads(files[1].read_text()) == env.configuration() and \
+        json.loads(files[2].read_text()) == code_fingerprint(nb)
 
 
 @contextlib.contextmanager
@@ -338,7 +364,7 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
     each claim's label over the seeds (:func:`claim_label`) with the verdicts seen, and, for the numbers the claims
     rest on, the range the seeds span widened by half their spread on each side (numbers whose range would contain
     every possible value are listed as unchecked instead), and the configuration the runs were made in."""
-    runs, configurations = {}, {}
+    runs, configurations, codes = {}, {}, {}
     for seed in seeds:
         folder = seed_run_dir(output_root, seed) / stem
         path = folder / "metrics.json"
@@ -349,6 +375,16 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
         runs[str(seed)] = {k: v for k, v in sorted(metrics.items()) if not is_timing(k)}
         if (folder / CONFIGURATION_FILE).exists():
             configurations[str(seed)] = json.loads((folder / CONFIGURATION_FILE).read_text())
+        codes[str(seed)] = json.loads((folder / CODE_FILE).read_text()) if (folder / CODE_FILE).exists() else None
+    distinct_code = {json.dumps(c, sort_keys=True) for c in codes.values()}
+    if len(distinct_code) > 1:
+        groups = {}
+        for seed, c in codes.items():
+            groups.setdefault(json.dumps(c, sort_keys=True), []).append(seed)
+        raise ValueError(f"the default runs of {stem} at seeds {', '.join(codes)} were made by different code (seeds "
+                         + " | ".join(", ".join(g) for g in groups.values()) + "); a seed study compares seeds, not "
+                         "code versions: run the stale ones again (seed 0 with `make run`, the others with `make seeds`, which "
+                         "repeats only the runs of older code).")
     claims = sorted({k for m in runs.values() for k in m if k.startswith("claim_")})
     labels, seen = {}, {}
     for name in claims:
@@ -490,7 +526,9 @@ def main(argv=None) -> int:
     parser.add_argument("--configurations", nargs="+", choices=sorted(TOLERANCE_CONFIGURATIONS), default=None,
                         help="with --record-tolerances: only these configurations (default: all)")
     parser.add_argument("--reuse", action="store_true",
-                        help="with --record-tolerances: read runs already in the output folder instead of repeating them")
+                        help="with --record-tolerances: read runs already in the output folder instead of repeating "
+                             "them; with --seed: skip a notebook whose run there was made by the current code in this "
+                             "configuration (an interrupted `make seeds` resumes)")
     args = parser.parse_args(argv)
     if args.update_expected and not args.smoke:
         parser.error("--update-expected records smoke references; add --smoke")
@@ -512,6 +550,9 @@ def main(argv=None) -> int:
         return 2
     results = []
     for nb in todo:
+        if args.reuse and args.seed is not None and is_current_run(Path(args.output) / nb.stem, nb):
+            print(f"{nb.name}: the run in {args.output} is from the current code; kept", flush=True)
+            continue
         print(f"running {nb.name} …", flush=True)
         started = time.perf_counter()
         try:

@@ -285,6 +285,42 @@ def test_seed_study_labels_claims_and_refuses_ranges_that_cannot_fail(tmp_path):
         runner.seed_study("99_demo", tmp_path, (0, 1, 2, 3))
 
 
+def test_seed_study_refuses_runs_of_different_code(tmp_path):
+    for seed, code in ((0, {"notebook": "a", "helpers": "h"}), (1, {"notebook": "a", "helpers": "h"}),
+                       (2, {"notebook": "b", "helpers": "h"})):
+        folder = runner.seed_run_dir(tmp_path, seed) / "99_demo"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"auc": 0.9, "claim_x": True}))
+        (folder / runner.CODE_FILE).write_text(json.dumps(code))
+    assert runner.seed_study("99_demo", tmp_path, (0, 1))["claims"] == {"claim_x": "holds"}
+    with pytest.raises(ValueError, match=r"different code \(seeds 0, 1 \| 2\)"):
+        runner.seed_study("99_demo", tmp_path, (0, 1, 2))
+
+
+def test_code_fingerprint_follows_cell_sources_not_outputs(tmp_path):
+    nb = json.loads(NOTEBOOKS[0].read_text())
+    first = tmp_path / "a.ipynb"
+    first.write_text(json.dumps(nb))
+    fingerprint = runner.code_fingerprint(first)
+    assert fingerprint == runner.code_fingerprint(NOTEBOOKS[0])
+    code_cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code_cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
+    code_cell["execution_count"] = 3
+    first.write_text(json.dumps(nb))
+    assert runner.code_fingerprint(first) == fingerprint                 # outputs do not make other code
+    code_cell["source"] = list(code_cell["source"]) + ["\n# changed"]
+    first.write_text(json.dumps(nb))
+    changed = runner.code_fingerprint(first)
+    assert changed["notebook"] != fingerprint["notebook"] and changed["helpers"] == fingerprint["helpers"]
+    # a finished run of this code in this configuration is current; of other code it is not
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    (out / runner.CONFIGURATION_FILE).write_text(json.dumps(runner.env.configuration()))
+    (out / runner.CODE_FILE).write_text(json.dumps(changed))
+    assert runner.is_current_run(out, first) and not runner.is_current_run(out, NOTEBOOKS[0])
+
+
 def test_runner_refuses_a_negative_seed(capsys):
     with pytest.raises(SystemExit):
         runner.main(["--seed", "-1"])
