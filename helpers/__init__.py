@@ -26,6 +26,7 @@ Simulators — data with ground truth:
 - `simulate.histology` — simulated H&E patches and slides with nuclei, glands, tumour masks (01)
 - `simulate.ct` — simulated CT slices with one abnormality factor, 3-D cohorts with outcomes (07)
 - `simulate.datasets` — the notebooks' simulated data sets, rendered once and cached (01–06)
+- `simulate.planted` — patches with a planted change that alone decides the label (05)
 
 Models, training, attribution:
 - `models` — the architectures and layer lookup (01–06)
@@ -33,7 +34,9 @@ Models, training, attribution:
 - `recipes` — the trained models of the notebooks: data, settings, evaluation; backbone features (01–06)
 - `features` — activations of a named layer, streamed or written to disk (03, 07 via clam)
 - `explain` — attribution maps: CAMs (pytorch-grad-cam), Captum methods, LIME (03, 05, 06)
-- `xai_metrics` — scores of maps against ground truth, faithfulness and sanity checks (05, 06)
+- `xai_metrics` — scores of maps against ground truth, faithfulness and sanity checks, the placement test (05, 06, 07)
+- `metric_validation` — which metric to trust: networks trained on a planted mechanism, each metric's Kendall τ with
+  the planted ranking of methods (05)
 
 The papers' methods:
 - `methods.concepts` — paper 000: NMF concepts of a layer, concept maps, surrogates (03)

@@ -20,7 +20,7 @@ LAYERS = [
     {"helpers.data.*"},
     {"helpers.simulate.*"},
     {"helpers.models", "helpers.training", "helpers.features", "helpers.explain", "helpers.xai_metrics",
-     "helpers.recipes"},
+     "helpers.recipes", "helpers.metric_validation"},
     {"helpers.methods.*"},
     {"helpers.runner", "helpers.book"},
 ]
