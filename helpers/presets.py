@@ -123,7 +123,7 @@ NOTEBOOK_SMOKE = {
     "06_dti_regression_xai": dict(N_EXPLAIN=4, N_MEASURE=6, SMOOTHGRAD_N=4),
     "07_sarcoidosis_clam": dict(N_IMAGES=60, FIT_KS=[2, 3, 4, 5, 6], PRETRAIN_EPOCHS=4, DEC_EPOCHS=3, DEC_PATIENCE=1,
                                 DIGITS_PRETRAIN_EPOCHS=2, DIGITS_DEC_EPOCHS=2, DIGITS_N=400, COHORT_N=12,
-                                COHORT_SHAPE=[32, 32, 32], COHORT_SPACING_MM=9.0, TEMPLATE_ITERATIONS=1,
+                                COHORT_SHAPE=[32, 32, 32], COHORT_SPACING_MM=9.0, TEMPLATE_ITERATIONS=3,
                                 COHORT_KS=[2, 3, 4], COHORT_PRETRAIN_EPOCHS=3, COHORT_DEC_EPOCHS=2,
                                 GAP_REFERENCES=3, OTHER_DEC_STOPS=["loss", "labels"]),
 }

@@ -180,9 +180,10 @@ def test_template_registration_improves_alignment_and_refuses_other_shapes(capsy
     vols, lungs, _, landmarks = ct.simulate_cohort(5, (24, 24, 24), seed=0, progress=False, return_landmarks=True)
     drive = np.stack([ndimage.gaussian_filter(m.astype(np.float32), 1.0) for m in lungs])
     capsys.readouterr()
-    template, idx = registration.build_template(drive, (6.0,) * 3, sample_fraction=0.5, iterations=1, min_subjects=2)
+    template, idx, changes = registration.build_template(drive, (6.0,) * 3, sample_fraction=0.5, iterations=1,
+                                                         min_subjects=2)
     assert capsys.readouterr().out == ""     # antspyx prints its transform lists; a notebook should not show them
-    assert template.shape == vols.shape[1:] and len(idx) == 2
+    assert template.shape == vols.shape[1:] and len(idx) == 2 and len(changes) == 1 and 0 < changes[0] < 1
     warped, warped_lungs, warped_points = registration.register_to_template(
         vols, template, (6.0,) * 3, extra=drive, drive=drive, progress=False, points=landmarks)
     before = registration.alignment_correlation(drive, template).mean()
@@ -196,6 +197,35 @@ def test_template_registration_improves_alignment_and_refuses_other_shapes(capsy
         registration.register_to_template(vols, template, (6.0,) * 3, progress=False, points=landmarks[:, :, :2])
     with pytest.raises(ValueError, match="template is .* but the volumes are"):
         registration.register_to_template(vols, np.zeros((8, 8, 8), np.float32), (6.0,) * 3, progress=False)
+
+
+def test_template_rounds_equal_antspyx_and_stop_at_the_tolerance():
+    """build_template's rounds one call at a time give antspyx's own template of that many iterations, the relative
+    change per round shrinks, and the convergence criterion stops the rounds once a change falls below it."""
+    import ants
+    from scipy import ndimage
+
+    _, lungs, _ = ct.simulate_cohort(4, (20, 20, 20), seed=1, progress=False)
+    drive = np.stack([ndimage.gaussian_filter(m.astype(np.float32), 1.0) for m in lungs])
+    template, idx, changes = registration.build_template(drive, (6.0,) * 3, sample_fraction=1.0, iterations=3,
+                                                         min_subjects=4, seed=0)
+    assert len(changes) == 3 and changes[1] < changes[0]
+    with registration._AntsSeed(0):     # the same seeding of ANTs as build_template's
+        library = ants.build_template(image_list=[ants.from_numpy(drive[i], spacing=(6.0,) * 3) for i in idx],
+                                      iterations=3, type_of_transform="SyN").numpy()
+    np.testing.assert_allclose(template, library, rtol=0, atol=1e-5)
+    # a tolerance between the first and the second round's change stops after the second; one below every change
+    # runs all the rounds allowed
+    _, _, early = registration.build_template(drive, (6.0,) * 3, sample_fraction=1.0, iterations=3, min_subjects=4,
+                                              tolerance=(changes[0] + changes[1]) / 2)
+    assert early == pytest.approx(changes[:2])
+    _, _, every = registration.build_template(drive, (6.0,) * 3, sample_fraction=1.0, iterations=3, min_subjects=4,
+                                              tolerance=min(changes) / 2)
+    assert every == pytest.approx(changes)
+    with pytest.raises(ValueError, match="tolerance = 0"):
+        registration.build_template(drive, (6.0,) * 3, tolerance=0)
+    with pytest.raises(ValueError, match="iterations = 0"):
+        registration.build_template(drive, (6.0,) * 3, iterations=0)
 
 
 def test_outcome_association_equals_two_sample_t_test():

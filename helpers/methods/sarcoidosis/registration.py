@@ -81,21 +81,44 @@ def _ants_image(volume, spacing):
 
 
 def build_template(volumes, spacing, sample_fraction: float = 0.1, iterations: int = 2,
-                   type_of_transform: str = "SyN", seed: int = 0, min_subjects: int = 4):
+                   type_of_transform: str = "SyN", seed: int = 0, min_subjects: int = 4, tolerance: float | None = None):
     """A study-specific template (antspyx ``build_template``: average, register everyone to it, update, repeat)
-    from a random ``sample_fraction`` of the subjects (at least ``min_subjects``). Returns (template, indices)."""
+    from a random ``sample_fraction`` of the subjects (at least ``min_subjects``).
+
+    ``iterations``: at most this many update rounds. ``tolerance``: the convergence criterion — stop after the first
+    round that changes the template by less than this fraction (root-mean-square change over the root-mean-square of
+    the previous template); None runs every round. The rounds are antspyx's own, one call each with the last
+    template as the start, which gives the same template as one call with that many iterations.
+    Returns (template, indices, changes): ``changes[r]`` is round r's relative change, so ``len(changes)`` rounds ran
+    and the template converged when ``tolerance`` is given and ``changes[-1] < tolerance``."""
     ants = _ants()
 
     volumes = np.asarray(volumes)
     if volumes.ndim != 4:
         raise ValueError(f"volumes of shape {volumes.shape}: expected N×z×y×x.")
+    if int(iterations) < 1:
+        raise ValueError(f"iterations = {iterations}: give at least 1 round of template updates.")
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(f"tolerance = {tolerance}: give a relative change above 0 (e.g. 0.01), or None to run "
+                         "every round.")
     n = len(volumes)
     size = min(n, max(min_subjects, int(round(sample_fraction * n))))
     idx = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     images = [_ants_image(volumes[i], spacing) for i in idx]
+    # round 1 starts, as antspyx does, from the plain average of the images
+    previous, template, changes = volumes[idx].astype(np.float64).mean(0), None, []
     with _Quiet(), _AntsSeed(seed):
-        template = ants.build_template(image_list=images, iterations=iterations, type_of_transform=type_of_transform)
-    return template.numpy().astype(np.float32), idx
+        for _ in range(int(iterations)):
+            if template is not None:
+                previous = template.numpy()
+            template = ants.build_template(initial_template=template, image_list=images, iterations=1,
+                                           type_of_transform=type_of_transform)
+            rms = float(np.sqrt(np.mean(previous.astype(np.float64) ** 2)))
+            change = float(np.sqrt(np.mean((template.numpy().astype(np.float64) - previous) ** 2)))
+            changes.append(change / rms if rms > 0 else float("inf"))
+            if tolerance is not None and changes[-1] < tolerance:
+                break
+    return template.numpy().astype(np.float32), idx, changes
 
 
 def register_to_template(volumes, template, spacing, type_of_transform: str = "SyN", extra=None, drive=None,
