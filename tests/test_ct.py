@@ -361,6 +361,26 @@ def test_simulated_cohort_can_return_its_true_disease_masks():
     assert disease.reshape(6, -1).any(1).all()                  # every subject carries some
 
 
+def test_hard_cohort_keeps_the_papers_draws_and_adds_its_nuisances():
+    shape = (24, 24, 24)
+    vols, lungs, table, disease = ct.simulate_cohort(12, shape, seed=2, progress=False, return_disease=True)
+    h_vols, h_lungs, h_table, h_disease = ct.simulate_cohort(12, shape, seed=2, progress=False, return_disease=True,
+                                                             variant="hard")
+    # the same patterns, burdens, demographics and unrelated outcomes; the nuisances on top
+    for column in ["pattern", "burden", "age", "height_in", "bmi", "scanner", "dlco", "fas", "crp", "scadding"]:
+        assert h_table[column].equals(table[column]), column
+    assert {"lung_shift_hu", "air_trapping"} <= set(h_table.columns) and "air_trapping" not in table.columns
+    # air trapping lowers FEV1 by 0.8 l per unit (the outcome the two patterns only partly carry)
+    np.testing.assert_allclose(table["fev1"] - h_table["fev1"], 0.8 * h_table["air_trapping"], atol=1e-12)
+    assert 30 < h_table["lung_shift_hu"].std() < 90
+    # the disease stays the truth inside the lung, every subject still carries some, and its HU contrast is halved
+    assert not (h_disease & ~h_lungs).any() and h_disease.reshape(12, -1).any(1).all()
+    upper = np.flatnonzero(table["pattern"] == "upper")
+    assert len(upper) and all(np.median(vols[i][disease[i]]) > np.median(h_vols[i][h_disease[i]]) for i in upper)
+    with pytest.raises(ValueError, match="variant = 'harder'"):
+        ct.simulate_cohort(4, shape, progress=False, variant="harder")
+
+
 @pytest.mark.parametrize("subject", ["../outside", "sub/dir", ".hidden", ""])
 def test_load_cohort_reads_nothing_outside_its_folder(tmp_path, subject):
     vols, _, table = small_cohort()

@@ -157,6 +157,11 @@ def healthy_ct_reference(n: int = 100, size: int = 64, seed: int = 0, lung_hu: n
 # y anterior → posterior, x the patient's right → left (radiological display).
 COHORT_PATTERNS = ("upper", "hilar")
 COHORT_OUTCOMES = ("fev1", "fvc", "dlco", "sobq", "fas", "crp")   # crp is unrelated to the disease (a null)
+# "paper": the cohort as described above. "hard": the same patterns at half the contrast, with what makes real cohorts
+# harder — larger anatomical warps, a lung-density shift per subject (inspiration level, about ±50 HU) and per scanner
+# (calibration), and air trapping in the lower lung that lowers FEV1, FVC and raises SOBQ but belongs to neither pattern
+COHORT_VARIANTS = ("paper", "hard")
+HARD_SCANNER_SHIFT_HU = {"LightSpeed VCT": 0.0, "Definition AS+": 25.0, "Definition": -30.0, "iCT 128": 40.0}
 # Anatomical points in the simulator's normalised coordinates (z from the apex, y, x from the patient's right), inside
 # the lungs and the hilum; each subject's warp puts them at other voxels, which is the truth a registration must undo
 COHORT_LANDMARKS = {"right apex": (0.2, 0.48, 0.29), "left apex": (0.2, 0.48, 0.71),
@@ -190,9 +195,14 @@ def _subject_grid(rng, shape, warp_voxels):
     return out
 
 
-def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lung_hu=None, warp_voxels=1.5):
+def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lung_hu=None, warp_voxels=1.5,
+                       contrast: float = 1.0, lung_shift_hu: float = 0.0, air_trapping: float = 0.0):
     """One subject's CT volume (HU, z×y×x) and masks. ``pattern``: "upper" (nodules and ground glass
-    concentrated towards the apex) or "hilar" (enlarged hilar nodes, few perihilar nodules); ``burden`` 0–1."""
+    concentrated towards the apex) or "hilar" (enlarged hilar nodes, few perihilar nodules); ``burden`` 0–1.
+    The harder cohort's nuisances (:func:`simulate_cohort`, ``variant="hard"``): ``contrast`` scales the disease's HU,
+    ``lung_shift_hu`` moves all lung voxels (inspiration level, scanner calibration) and ``air_trapping`` (0–1) lowers
+    the density of the lower lung by up to 120 HU (small-airways disease, which neither pattern carries). They use
+    no random numbers, so the defaults give the same volume as before they existed."""
     if pattern not in COHORT_PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; choose one of {', '.join(COHORT_PATTERNS)}.")
     lung_hu = real_lung_hu() if lung_hu is None else lung_hu
@@ -212,8 +222,8 @@ def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lun
             sl = tuple(slice(max(0, c - 3), min(s, c + 4)) for c, s in zip(centre, shape))
             g = np.ogrid[sl]
             ball = sum((gi - c) ** 2 for gi, c in zip(g, centre)) <= radius ** 2
-            disease[sl] = np.maximum(disease[sl], ball * rng.uniform(300, 650))
-        disease += (lung * (zz < 0.45) * (150.0 + 200.0 * burden)).astype(np.float32)   # ground glass / fibrosis, upper lung
+            disease[sl] = np.maximum(disease[sl], ball * contrast * rng.uniform(300, 650))
+        disease += (lung * (zz < 0.45) * contrast * (150.0 + 200.0 * burden)).astype(np.float32)   # ground glass / fibrosis
         node_scale = 0.3
     else:
         node_scale = 1.0
@@ -222,9 +232,11 @@ def render_lung_volume(rng, shape=(48, 48, 48), pattern="hilar", burden=0.5, lun
     grow = int(round(node_scale * (1 + 2 * burden)))
     if grow > 0:   # scipy dilates until nothing changes when iterations < 1
         nodes = ndimage.binary_dilation(nodes, iterations=grow)
-    disease[nodes & lung] = np.maximum(disease[nodes & lung], 500.0 + 300.0 * burden * node_scale)
+    disease[nodes & lung] = np.maximum(disease[nodes & lung], contrast * (500.0 + 300.0 * burden * node_scale))
     vol[lung] += disease[lung]
-    return vol, {"body": body, "lung": lung, "hilum": hilum, "disease": (disease > 100) & lung,
+    if lung_shift_hu or air_trapping:
+        vol[lung] += lung_shift_hu - (120.0 * air_trapping * np.clip((zz - 0.5) / 0.3, 0, 1))[lung]
+    return vol, {"body": body, "lung": lung, "hilum": hilum, "disease": (disease > 100 * contrast) & lung,
                  "landmarks": _landmark_voxels((zz, yy, xx))}
 
 
@@ -250,7 +262,8 @@ def scadding_stage(pattern, burden, rng, misread: float = 0.25) -> np.ndarray:
 
 
 def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fraction: float = 0.4,
-                    lung_hu=None, progress: bool = True, return_disease: bool = False, return_landmarks: bool = False):
+                    lung_hu=None, progress: bool = True, return_disease: bool = False, return_landmarks: bool = False,
+                    variant: str = "paper"):
     """A sarcoidosis-like cohort: volumes (N×z×y×x HU float32), lung masks, and a table (pandas) with
     pattern, burden, demographics (age, sex, race, Hispanic ethnicity, height in inches, BMI, scanner), the
     Scadding stage a chest radiograph would give (:func:`scadding_stage`) and outcomes (FEV1 and FVC in litres,
@@ -258,12 +271,17 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     on demographics (height, age, sex) with noise; CRP depends on nothing (a negative control).
     ``return_disease=True`` adds a fourth result: each subject's true disease mask (N×z×y×x bool, inside the lung),
     the ground truth a real cohort does not have. ``return_landmarks=True`` adds, last, where each subject's warp put
-    :data:`COHORT_LANDMARKS` (N × L × 3 voxel indices): a registration that undoes the warps brings them together."""
+    :data:`COHORT_LANDMARKS` (N × L × 3 voxel indices): a registration that undoes the warps brings them together.
+    ``variant="hard"`` (see :data:`COHORT_VARIANTS`) keeps every draw of the paper variant (patterns, burdens,
+    demographics, noise) and adds the nuisances from a separate random stream; its table gains the columns
+    ``lung_shift_hu`` and ``air_trapping``."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     if n < 4:
         raise ValueError(f"n = {n}: a cohort needs at least 4 subjects.")
+    if variant not in COHORT_VARIANTS:
+        raise ValueError(f"variant = {variant!r}: choose one of {', '.join(COHORT_VARIANTS)}.")
     rng = np.random.default_rng([seed, 4004])
     lung_hu = real_lung_hu() if lung_hu is None else lung_hu
     pattern = np.where(rng.random(n) < upper_fraction, "upper", "hilar")
@@ -285,19 +303,30 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     # drawn after everything above, so that adding these columns left the earlier ones unchanged
     hispanic = rng.random(n) < 0.047
     scadding = scadding_stage(pattern, burden, rng)
+    hard = variant == "hard"
+    if hard:
+        hard_rng = np.random.default_rng([seed, 4004, 2])
+        air_trapping = hard_rng.beta(2, 4, n)
+        lung_shift = hard_rng.normal(0.0, 50.0, n) + np.array([HARD_SCANNER_SHIFT_HU[s] for s in scanner])
+        fev1, fvc = fev1 - 0.8 * air_trapping, fvc - 0.3 * air_trapping
+        sobq = np.clip(sobq + 15 * air_trapping, 0, 120)
     volumes = np.empty((n,) + tuple(shape), np.float32)
     lungs = np.empty((n,) + tuple(shape), bool)
     disease = np.empty((n,) + tuple(shape), bool)
     landmarks = np.empty((n, len(COHORT_LANDMARKS), 3), int)
     for i in tqdm(range(n), desc="simulating CT cohort", disable=not progress, leave=False):
         sub_rng = np.random.default_rng([seed, 4004, i])
-        volumes[i], masks = render_lung_volume(sub_rng, shape, pattern[i], burden[i], lung_hu)
+        volumes[i], masks = render_lung_volume(sub_rng, shape, pattern[i], burden[i], lung_hu, **(
+            dict(warp_voxels=2.5, contrast=0.5, lung_shift_hu=lung_shift[i], air_trapping=air_trapping[i]) if hard
+            else {}))
         lungs[i], disease[i], landmarks[i] = masks["lung"], masks["disease"], masks["landmarks"]
     table = pd.DataFrame({
         "subject": [f"sub-{i + 1:03d}" for i in range(n)], "pattern": pattern, "burden": burden,
         "male": male.astype(int), "white": white.astype(int), "age": age, "height_in": height, "bmi": bmi,
         "scanner": scanner, "fev1": fev1, "fvc": fvc, "dlco": dlco, "sobq": sobq, "fas": fas, "crp": crp,
         "hispanic": hispanic.astype(int), "scadding": scadding})
+    if hard:
+        table["lung_shift_hu"], table["air_trapping"] = lung_shift, air_trapping
     return (volumes, lungs, table) + ((disease,) if return_disease else ()) + ((landmarks,) if return_landmarks else ())
 
 
