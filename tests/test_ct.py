@@ -373,6 +373,9 @@ def test_hard_cohort_keeps_the_papers_draws_and_adds_its_nuisances():
     # air trapping lowers FEV1 by 0.8 l per unit (the outcome the two patterns only partly carry)
     np.testing.assert_allclose(table["fev1"] - h_table["fev1"], 0.8 * h_table["air_trapping"], atol=1e-12)
     assert 30 < h_table["lung_shift_hu"].std() < 90
+    # the nuisances come from a stream of their own, not from one subject's ([seed, 4004, i] renders subject i)
+    for i in range(12):
+        assert not np.allclose(h_table["air_trapping"], np.random.default_rng([2, 4004, i]).beta(2, 4, 12))
     # the disease stays the truth inside the lung, every subject still carries some, and its HU contrast is halved
     assert not (h_disease & ~h_lungs).any() and h_disease.reshape(12, -1).any(1).all()
     upper = np.flatnonzero(table["pattern"] == "upper")

@@ -305,7 +305,7 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     scadding = scadding_stage(pattern, burden, rng)
     hard = variant == "hard"
     if hard:
-        hard_rng = np.random.default_rng([seed, 4004, 2])
+        hard_rng = np.random.default_rng([seed, 4005])   # its own stream: [seed, 4004, i] is subject i's
         air_trapping = hard_rng.beta(2, 4, n)
         lung_shift = hard_rng.normal(0.0, 50.0, n) + np.array([HARD_SCANNER_SHIFT_HU[s] for s in scanner])
         fev1, fvc = fev1 - 0.8 * air_trapping, fvc - 0.3 * air_trapping
