@@ -7,7 +7,11 @@ OpenBLAS, numpy and torch pick their code path (and their order of summation) by
 thread count, so a network trained on another processor ends up elsewhere (measured: benchmarks/numeric_modes.py).
 ``"portable"`` (the default on x86-64) pins every one of those choices — MKL's AVX2 path in its strict
 reproducibility mode, torch's AVX2 kernels without oneDNN, OpenBLAS's Haswell kernels, numpy without its AVX-512
-loops, two threads everywhere — so that any x86-64 machine with AVX2 computes the same bits. ``"native"`` lets each
+loops, two threads everywhere — so that any Intel x86-64 machine with AVX2 computes the same bits. MKL honours its
+reproducibility branch on Intel processors only: on an AMD EPYC, ``MKL_VERBOSE`` reports ``CNR:AUTO`` under
+``MKL_CBWR=AVX2,STRICT``, and a trained network differs from the Intel one (notebook 05's smoke grading CNN: test
+accuracy 0.14 against 0.48). There the processor's vendor is part of the configuration, so a run is compared with
+the reference within the measured spread instead of bit for bit. ``"native"`` lets each
 library take the fastest path of the machine (the only choice on arm64 / macOS and on GPUs). Choose with
 ``XAI_NUMERIC_MODE`` in the environment that starts Python, or ``setup(numeric_mode=...)``. Some settings are read
 once, when numpy or torch first load their kernels: the runner and the ``xai-medimg`` kernel set them before that;
@@ -170,6 +174,7 @@ def apply_numeric_mode(mode: str | None = None, threads: bool = True) -> dict:
                 pass
         if in_effect["torch_cpu_capability"] != "AVX2":
             not_pinned.append(f"torch kernels are {in_effect['torch_cpu_capability']}, not AVX2")
+
     in_effect.update(_numeric_state())
     if mode == "portable":
         if in_effect["numpy_avx512"]:
@@ -210,8 +215,9 @@ def _numeric_state() -> dict:
 
 def configuration(mode: str | None = None) -> dict:
     """What decides the bits of a run, for comparing a run with a reference: the numeric mode, the platform and the
-    versions of the numeric libraries. In "portable" mode the processor is left out on purpose (it does not matter);
-    in "native" mode it is part of the configuration."""
+    versions of the numeric libraries. In "portable" mode the processor is left out on Intel processors (it does not
+    matter there) and its vendor is kept on others, where MKL ignores the reproducibility branch; in "native" mode the
+    processor is part of the configuration."""
     mode = numeric_mode(mode)
     settings = () if mode == "portable" else tuple((k, os.environ[k]) for k in _NATIVE_SETTINGS if k in os.environ)
     return dict(_configuration(mode, settings))
@@ -242,7 +248,22 @@ def _find_configuration(mode: str) -> dict:
     if mode == "native":
         found["processor"] = _processor_name()
         found["threads"] = os.cpu_count()
+    elif processor_vendor() not in ("GenuineIntel", "unknown"):
+        found["processor_vendor"] = processor_vendor()
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def processor_vendor() -> str:
+    """The x86 processor's vendor as Linux reports it ("GenuineIntel", "AuthenticAMD"), "unknown" elsewhere. MKL's
+    strict reproducibility branch (``MKL_CBWR``), which "portable" relies on, is honoured on Intel processors only."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def _processor_name() -> str:
@@ -271,6 +292,9 @@ def setup(seed: int = 0, device: str = "auto", deterministic: bool = True, verbo
         print(f"numeric mode: {numeric['mode']}  (torch {state['torch_cpu_capability']} kernels, oneDNN "
               f"{'on' if state['onednn'] else 'off'}, OpenBLAS {'/'.join(sorted(set(state['openblas_core']))) or '?'}, "
               f"numpy AVX-512 loops {'on' if state['numpy_avx512'] else 'off'})")
+        if numeric["mode"] == "portable" and processor_vendor() not in ("GenuineIntel", "unknown"):
+            print(f"  MKL ignores its reproducibility branch on this {processor_vendor()} processor: trained models "
+                  "differ from the Intel reference, and runs are compared within the spread measured for it")
         print(f"platform: {platform.platform()}  cpu count: {os.cpu_count()}")
         print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     return dev

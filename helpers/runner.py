@@ -242,6 +242,20 @@ def _spread_of(want, got: list):
     return None
 
 
+def merge_spread(a, b):
+    """Two measured spreads of one number (see :func:`measured_spread`) as one: the larger margin, the union of the
+    values seen, element by element for lists; None means "did not move"."""
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [merge_spread(x, y) for x, y in zip(a, b)]
+    if isinstance(a, dict) and isinstance(b, dict) and "seen" in a and "seen" in b:
+        return {"seen": sorted({*a["seen"], *b["seen"]}, key=lambda v: (str(type(v)), v))}
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return max(a, b)
+    raise ValueError(f"spreads {a!r} and {b!r} are of different kinds; record the tolerances again without merging.")
+
+
 def update_expected(stem: str, metrics: dict) -> Path:
     """Write the smoke section of ``tests/expected/<stem>.json`` from a SMOKE run (other sections kept)."""
     path = EXPECTED / f"{stem}.json"
@@ -254,6 +268,9 @@ def update_expected(stem: str, metrics: dict) -> Path:
 # Other configurations whose smoke runs give the tolerances (`make tolerances`): the native mode as the machine
 # offers it, on one thread, and with MKL, oneDNN and torch held to AVX2 as on a processor without AVX-512.
 TOLERANCE_CONFIGURATIONS = {
+    # the default mode itself: on a processor where it is not bit-identical with the reference (not Intel: see
+    # helpers.env), its smoke runs are one more measured configuration (recorded with --merge)
+    "portable": {"XAI_NUMERIC_MODE": "portable"},
     "native": {"XAI_NUMERIC_MODE": "native"},
     "native-1-thread": {"XAI_NUMERIC_MODE": "native", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     "native-avx2": {"XAI_NUMERIC_MODE": "native", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -261,12 +278,15 @@ TOLERANCE_CONFIGURATIONS = {
 }
 
 
-def record_tolerances(output_root: Path, selection=(), configurations=None, reuse: bool = False) -> list[Path]:
+def record_tolerances(output_root: Path, selection=(), configurations=None, reuse: bool = False,
+                      merge: bool = False) -> list[Path]:
     """Run the smoke notebooks under each of ``configurations`` (label → environment variables) and write, into
     each expected file, the spread of every number around the smoke reference (see :func:`measured_spread`).
     ``reuse``: a notebook whose run in that configuration is already in ``output_root/<label>/`` (same
-    configuration.json) is read instead of run again — for a recording that was interrupted."""
-    configurations = configurations or TOLERANCE_CONFIGURATIONS
+    configuration.json) is read instead of run again — for a recording that was interrupted. ``merge``: add these
+    configurations' spread to the recorded one (largest difference, union of the values seen) instead of replacing
+    it — for a configuration only another machine has (another processor vendor)."""
+    configurations = configurations or {k: v for k, v in TOLERANCE_CONFIGURATIONS.items() if k != "portable"}
     runs: dict = {}
     for label, variables in configurations.items():
         with _environment(variables):
@@ -286,13 +306,18 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
         path = EXPECTED / f"{stem}.json"
         expected = json.loads(path.read_text())
         smoke = expected["smoke"]
+        recorded = smoke.get("tolerances", {}) if merge else {}
+        numbers = measured_spread(smoke["values"], {label: r["metrics"] for label, r in found.items()})
+        for name, old in recorded.get("numbers", {}).items():
+            numbers[name] = merge_spread(old, numbers.get(name))
         smoke["tolerances"] = {
             "about": "The largest difference from 'values' seen over the smoke runs of these configurations (the "
                      "values seen, for verdicts and counts); a number that did not move has no entry and stays exact. "
                      "Nothing is widened beyond what was measured.",
-            "configurations": {label: {"variables": r["variables"], "configuration": r["configuration"]}
-                               for label, r in found.items()},
-            "numbers": measured_spread(smoke["values"], {label: r["metrics"] for label, r in found.items()}),
+            "configurations": {**recorded.get("configurations", {}),
+                               **{label: {"variables": r["variables"], "configuration": r["configuration"]}
+                                  for label, r in found.items()}},
+            "numbers": dict(sorted(numbers.items())),
         }
         path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
         written.append(path)
@@ -525,6 +550,8 @@ def main(argv=None) -> int:
                              "in tests/expected/ (output: outputs/smoke/configurations/)")
     parser.add_argument("--configurations", nargs="+", choices=sorted(TOLERANCE_CONFIGURATIONS), default=None,
                         help="with --record-tolerances: only these configurations (default: all)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --record-tolerances: add the spread of these configurations to the recorded one")
     parser.add_argument("--reuse", action="store_true",
                         help="with --record-tolerances: read runs already in the output folder instead of repeating "
                              "them; with --seed: skip a notebook whose run there was made by the current code in this "
@@ -535,7 +562,7 @@ def main(argv=None) -> int:
     if args.record_tolerances:
         root = Path(args.output or ROOT / "outputs" / "smoke" / "configurations")
         chosen = {k: TOLERANCE_CONFIGURATIONS[k] for k in args.configurations} if args.configurations else None
-        for path in record_tolerances(root, args.select, chosen, reuse=args.reuse):
+        for path in record_tolerances(root, args.select, chosen, reuse=args.reuse, merge=args.merge):
             print(f"tolerances written: {path.relative_to(ROOT)}")
         return 0
     if args.output is None:
