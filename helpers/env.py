@@ -118,7 +118,7 @@ def numeric_mode(requested: str | None = None) -> str:
     mode = str(mode).strip().lower()
     if mode not in NUMERIC_MODES:
         raise ValueError(f"numeric mode {mode!r} (from {'the argument' if requested else NUMERIC_MODE_VARIABLE}) is "
-                         f"not one of {NUMERIC_MODES}; use 'portable' (same bits on every x86-64 machine) or 'native'.")
+                         f"not one of {NUMERIC_MODES}; use 'portable' (same bits on every Intel x86-64 machine) or 'native'.")
     if mode == "portable" and not has_avx2():
         raise ValueError(f"numeric mode 'portable' pins x86-64 AVX2 kernels, but this is {platform.machine()}"
                          f"{'' if not is_x86_64() else ' without AVX2'}; set {NUMERIC_MODE_VARIABLE}=native (numbers are "
