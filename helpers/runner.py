@@ -179,7 +179,9 @@ def compare_with_reference(metrics: dict, reference: dict, configuration: dict |
     expected = reference.get("values", {})
     problems = [f"{name} is recorded but has no reference (new metric? run `make expected`)"
                 for name in sorted(set(metrics) - set(expected)) if not is_timing(name)]
-    problems += [f"{name} was not recorded" for name in sorted(set(expected) - set(metrics))]
+    # a number that a measured configuration left unrecorded (undefined there, e.g. the mean of no finite value)
+    may_be_missing = set() if exact else set(reference.get("tolerances", {}).get("missing", []))
+    problems += [f"{name} was not recorded" for name in sorted(set(expected) - set(metrics) - may_be_missing)]
     problems += [f"run time {name} was not recorded" for name in reference.get("timings", []) if name not in metrics]
     for name in sorted(set(expected) & set(metrics)):
         why = _differs(metrics[name], expected[name], rel, abs_, spread.get(name))
@@ -310,14 +312,18 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
         numbers = measured_spread(smoke["values"], {label: r["metrics"] for label, r in found.items()})
         for name, old in recorded.get("numbers", {}).items():
             numbers[name] = merge_spread(old, numbers.get(name))
+        missing = {name for name in smoke["values"] for r in found.values() if name not in r["metrics"]}
+        missing |= set(recorded.get("missing", []))
         smoke["tolerances"] = {
             "about": "The largest difference from 'values' seen over the smoke runs of these configurations (the "
-                     "values seen, for verdicts and counts); a number that did not move has no entry and stays exact. "
-                     "Nothing is widened beyond what was measured.",
+                     "values seen, for verdicts and counts); a number that did not move has no entry and stays exact; "
+                     "'missing' lists numbers a configuration did not record (undefined there). Nothing is widened "
+                     "beyond what was measured.",
             "configurations": {**recorded.get("configurations", {}),
                                **{label: {"variables": r["variables"], "configuration": r["configuration"]}
                                   for label, r in found.items()}},
             "numbers": dict(sorted(numbers.items())),
+            **({"missing": sorted(missing)} if missing else {}),
         }
         path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
         written.append(path)

@@ -70,6 +70,11 @@ def test_off_the_reference_configuration_numbers_may_move_by_the_measured_spread
     # in the reference configuration itself the same run is a change of numbers
     assert {p.split(":")[0] for p in runner.compare_with_reference(moved, reference, configuration)} == \
         {"iou", "n", "per_class"}
+    # a number a measured configuration left unrecorded may be missing off the reference configuration only
+    reference["tolerances"]["missing"] = ["ok"]
+    missing = {k: v for k, v in moved.items() if k != "ok"}
+    assert runner.compare_with_reference(missing, reference, other) == []
+    assert runner.compare_with_reference(missing, reference, configuration)[0] == "ok was not recorded"
     # beyond the spread, or a verdict/element that never moved, fails off the reference configuration too
     too_far = {"iou": 0.2611, "n": 5, "ok": False, "per_class": [0.51, 0.75]}
     assert {p.split(":")[0] for p in runner.compare_with_reference(too_far, reference, other)} == \
