@@ -174,7 +174,6 @@ def apply_numeric_mode(mode: str | None = None, threads: bool = True) -> dict:
                 pass
         if in_effect["torch_cpu_capability"] != "AVX2":
             not_pinned.append(f"torch kernels are {in_effect['torch_cpu_capability']}, not AVX2")
-
     in_effect.update(_numeric_state())
     if mode == "portable":
         if in_effect["numpy_avx512"]:
@@ -253,27 +252,26 @@ def _find_configuration(mode: str) -> dict:
     return found
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in Linux's /proc/cpuinfo (None elsewhere or when absent)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def processor_vendor() -> str:
     """The x86 processor's vendor as Linux reports it ("GenuineIntel", "AuthenticAMD"), "unknown" elsewhere. MKL's
     strict reproducibility branch (``MKL_CBWR``), which "portable" relies on, is honoured on Intel processors only."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    return _cpuinfo("vendor_id") or "unknown"
 
 
 def _processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def setup(seed: int = 0, device: str = "auto", deterministic: bool = True, verbose: bool = True,
