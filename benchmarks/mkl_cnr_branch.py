@@ -11,7 +11,9 @@ AVX2 under AVX2,STRICT; where it is not, every setting except COMPATIBLE gives t
 Measured on an AMD EPYC (2 cores, oneMKL 2024.0 in torch 2.14.1): AVX2,STRICT, AVX2, SSE4_2, AUTO and no setting
 gave one hash and MKL_VERBOSE reported ``CNR:AUTO,STRICT`` under AVX2,STRICT; only COMPATIBLE differed. So on that
 processor the portable mode does not reach the bits of an Intel machine, and helpers.env keeps the vendor in the
-configuration there. Writes benchmarks/results/mkl_cnr_branch.json.
+configuration there. Writes benchmarks/results/mkl_cnr_branch_<vendor>.json and compares each setting's hash with
+the ones recorded on the other vendors' processors: a setting whose hash is the same everywhere is a candidate for
+a numeric mode that gives the same bits across vendors.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = ("AVX2,STRICT", "AVX2", "SSE4_2", "AUTO", None, "COMPATIBLE")
+SETTINGS = ("AVX2,STRICT", "AVX2", "SSE4_2", "AUTO", None, "COMPATIBLE", "COMPATIBLE,STRICT", "AVX512,STRICT")
 PROBE = """
-import hashlib, torch
+import hashlib, json, torch
 torch.backends.mkldnn.enabled = False
 torch.manual_seed(0)
 a, b = torch.randn(257, 300), torch.randn(300, 129)
@@ -32,7 +34,24 @@ x = torch.randn(4, 3, 32, 32, requires_grad=True)
 w = torch.randn(8, 3, 5, 5, requires_grad=True)
 y = torch.nn.functional.conv2d(x, w, padding=2)
 y.sum().backward()
-print(hashlib.sha256((a @ b).numpy().tobytes() + y.detach().numpy().tobytes() + w.grad.numpy().tobytes()).hexdigest()[:16])
+digest = lambda *ts: hashlib.sha256(b"".join(t.detach().contiguous().numpy().tobytes() for t in ts)).hexdigest()[:16]
+found = {"hash": digest(a @ b, y, w.grad)}
+# one hash per operation, at the shapes of the smoke grading CNN's products and convolutions (forward and both
+# backward products): where two processors differ, these name the operations that differ
+for m, k, n in [(2304, 27, 16), (576, 144, 32), (144, 288, 64), (64, 1024, 5), (256, 64, 1), (1000, 1000, 2)]:
+    left, right = torch.randn(m, k), torch.randn(k, n)
+    found[f"mm {m}x{k}x{n}"] = digest(left @ right, left.T.contiguous().T @ right, right.T @ left.T)
+for batch, c_in, c_out, size in [(8, 3, 16, 96), (8, 16, 32, 48), (8, 32, 64, 24)]:
+    x = torch.randn(batch, c_in, size, size, requires_grad=True)
+    w = torch.randn(c_out, c_in, 3, 3, requires_grad=True)
+    y = torch.nn.functional.conv2d(x, w, padding=1)
+    (y * torch.randn_like(y)).sum().backward()
+    found[f"conv {c_in}->{c_out} at {size}px"] = digest(y, x.grad, w.grad)
+left, right = torch.randn(513, 700), torch.randn(700, 301)
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    found[f"mm 513x700x301, {threads} thread(s)"] = digest(left @ right)
+print(json.dumps(found))
 """
 
 
@@ -41,13 +60,13 @@ def run(setting):
     variables.update({"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
     if setting is not None:
         variables["MKL_CBWR"] = setting
-    digest = subprocess.run([sys.executable, "-c", PROBE], env=variables, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    found = json.loads(subprocess.run([sys.executable, "-c", PROBE], env=variables, capture_output=True, text=True,
+                                      check=True).stdout)
     verbose = subprocess.run([sys.executable, "-c", PROBE], env={**variables, "MKL_VERBOSE": "1"},
                              capture_output=True, text=True, check=True).stdout
     branch = next((part.split(":", 1)[1] for line in verbose.splitlines() if "GEMM" in line
                    for part in line.split() if part.startswith("CNR:")), "?")
-    return digest, branch
+    return found, branch
 
 
 def main() -> int:
@@ -56,15 +75,30 @@ def main() -> int:
 
     rows = {}
     for setting in SETTINGS:
-        digest, branch = run(setting)
-        rows[setting or "(not set)"] = {"hash": digest, "mkl_cnr_branch": branch}
-        print(f"MKL_CBWR={setting or '(not set)':<12} hash {digest}  MKL_VERBOSE CNR:{branch}")
+        found, branch = run(setting)
+        rows[setting or "(not set)"] = {**found, "mkl_cnr_branch": branch}
+        print(f"MKL_CBWR={setting or '(not set)':<18} hash {found['hash']}  MKL_VERBOSE CNR:{branch}")
     honoured = rows["AVX2,STRICT"]["mkl_cnr_branch"].startswith("AVX2")
     print(f"processor vendor {env.processor_vendor()}: MKL's AVX2 branch is "
           f"{'honoured' if honoured else 'NOT honoured (MKL runs its own choice)'}")
-    out = ROOT / "benchmarks" / "results" / "mkl_cnr_branch.json"
-    out.write_text(json.dumps({"processor_vendor": env.processor_vendor(), "honoured": honoured, "rows": rows},
-                              indent=1) + "\n")
+    results = ROOT / "benchmarks" / "results"
+    vendor = env.processor_vendor()
+    for other in sorted(results.glob("mkl_cnr_branch_*.json")):
+        recorded = json.loads(other.read_text())
+        if recorded["processor_vendor"] == vendor:
+            continue
+        name = f"{recorded['processor_vendor']} ({recorded.get('processor', 'model not recorded')})"
+        for setting, row in rows.items():
+            theirs = recorded["rows"].get(setting)
+            if theirs is None:
+                continue
+            shared = [op for op in row if op != "mkl_cnr_branch" and op in theirs]
+            differ = [op for op in shared if theirs[op] != row[op]]
+            print(f"MKL_CBWR={setting:<18} vs {name}: {len(shared) - len(differ)} of {len(shared)} operations give "
+                  f"the same bits" + (f"; differ: {', '.join(differ)}" if differ else ""))
+    out = results / f"mkl_cnr_branch_{vendor}.json"
+    out.write_text(json.dumps({"processor_vendor": vendor, "processor": env.processor_name(), "honoured": honoured,
+                               "rows": rows}, indent=1) + "\n")
     return 0
 
 

@@ -245,7 +245,7 @@ def _find_configuration(mode: str) -> dict:
         except md.PackageNotFoundError:
             found[name] = "missing"
     if mode == "native":
-        found["processor"] = _processor_name()
+        found["processor"] = processor_name()
         found["threads"] = os.cpu_count()
     elif processor_vendor() not in ("GenuineIntel", "unknown"):
         found["processor_vendor"] = processor_vendor()
@@ -270,7 +270,8 @@ def processor_vendor() -> str:
     return _cpuinfo("vendor_id") or "unknown"
 
 
-def _processor_name() -> str:
+def processor_name() -> str:
+    """The processor's model name as Linux reports it (platform.processor() elsewhere)."""
     return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
