@@ -50,6 +50,8 @@ def test_planted_dataset_names_bad_input():
         planted.planted_dataset(images, nuclei, "texture")
     with pytest.raises(ValueError, match="uint8"):
         planted.planted_dataset(images.astype(float), nuclei, "marker")
+    with pytest.raises(ValueError, match="marker_px=40"):
+        planted.planted_dataset(images, nuclei, "marker", marker_px=40)
 
 
 def test_kendall_agreement_reads_rankings_and_their_direction():
