@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 from torch import nn
 
-from . import models, training
+from . import cache, models, training
 from .data import tensors
 from .simulate import planted
 
@@ -26,7 +26,9 @@ def ensure_planted_model(data_dir, images, nuclei, split, mechanism: str, seed: 
     size = int(np.asarray(images).shape[1])
     config = {"model": {"arch": "paper", "n_classes": 2, "input_size": size},
               "train": {"epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size)},
-              "mechanism": mechanism, "seed": int(seed), "data": data_key or {"n": int(len(split))}}
+              "mechanism": mechanism, "seed": int(seed), "data": data_key or {"n": int(len(split))},
+              # the planting code makes the training data: a change there (e.g. the marker's size) retrains
+              "planting": cache.source_fingerprint(planted)}
 
     def train(model):
         sets = [tensors.ArrayDataset(data["images"], data["labels"], np.flatnonzero(split == s)) for s in (0, 1)]

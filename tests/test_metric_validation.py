@@ -85,3 +85,20 @@ def test_a_planted_marker_model_learns_the_marker(tmp_path):
     again, info_again, _ = metric_validation.ensure_planted_model(tmp_path, images, nuclei, split, "marker", epochs=6,
                                                                   device="cpu")
     assert info_again["metrics"] == info["metrics"]
+
+
+def test_a_change_of_the_planting_code_retrains_the_planted_model(tmp_path, monkeypatch):
+    """The planted data are made by helpers.simulate.planted: its source is part of the model's cache key, so a
+    changed mechanism (say, another marker size) never reuses a network trained on the old one."""
+    from helpers import cache
+
+    images, nuclei = _patches(n=60, size=32)
+    split = np.repeat([0, 1, 2], [40, 10, 10])
+    models_dir = cache.models_root(tmp_path)
+    metric_validation.ensure_planted_model(tmp_path, images, nuclei, split, "marker", epochs=1, device="cpu")
+    assert len(list(models_dir.glob("planted_marker-*"))) == 1
+    fingerprint = cache.source_fingerprint
+    monkeypatch.setattr(cache, "source_fingerprint",
+                        lambda *modules: fingerprint(*modules) + ("-edited" if planted in modules else ""))
+    metric_validation.ensure_planted_model(tmp_path, images, nuclei, split, "marker", epochs=1, device="cpu")
+    assert len(list(models_dir.glob("planted_marker-*"))) == 2
