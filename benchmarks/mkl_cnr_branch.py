@@ -11,7 +11,12 @@ AVX2 under AVX2,STRICT; where it is not, every setting except COMPATIBLE gives t
 Measured on an AMD EPYC (2 cores, oneMKL 2024.0 in torch 2.14.1): AVX2,STRICT, AVX2, SSE4_2, AUTO and no setting
 gave one hash and MKL_VERBOSE reported ``CNR:AUTO,STRICT`` under AVX2,STRICT; only COMPATIBLE differed. So on that
 processor the portable mode does not reach the bits of an Intel machine, and helpers.env keeps the vendor in the
-configuration there. Writes benchmarks/results/mkl_cnr_branch_<vendor>.json and compares each setting's hash with
+configuration there. Measured on an Intel Xeon: the branch is honoured (``CNR:AVX2,STRICT``), and the AMD machine's
+hash of the product and the convolution equals this one's under AVX2,STRICT (and under COMPATIBLE), so those two
+operations do not explain why training differs on AMD; the per-shape hashes (each linear layer and convolution of
+the default grading CNN) will name the operations that do when the script runs there.
+
+Writes benchmarks/results/mkl_cnr_branch_<vendor>.json and compares each setting's hash with
 the ones recorded on the other vendors' processors: a setting whose hash is the same everywhere is a candidate for
 a numeric mode that gives the same bits across vendors.
 """
@@ -36,15 +41,17 @@ y = torch.nn.functional.conv2d(x, w, padding=2)
 y.sum().backward()
 digest = lambda *ts: hashlib.sha256(b"".join(t.detach().contiguous().numpy().tobytes() for t in ts)).hexdigest()[:16]
 found = {"hash": digest(a @ b, y, w.grad)}
-# one hash per operation, at the shapes of the smoke grading CNN's products and convolutions (forward and both
-# backward products): where two processors differ, these name the operations that differ
-for m, k, n in [(2304, 27, 16), (576, 144, 32), (144, 288, 64), (64, 1024, 5), (256, 64, 1), (1000, 1000, 2)]:
+# one hash per operation, at the shapes of the default grading CNN (models.GradingCNN, 96 px, batch 32): its seven
+# linear layers (forward and both backward products) and its three convolutions (forward and both gradients);
+# where two processors differ, these name the operations that differ
+for m, k, n in [(32, 7744, 512), (32, 512, 256), (32, 256, 128), (32, 128, 64), (32, 64, 32), (32, 32, 16),
+                (32, 16, 7)]:
     left, right = torch.randn(m, k), torch.randn(k, n)
     found[f"mm {m}x{k}x{n}"] = digest(left @ right, left.T.contiguous().T @ right, right.T @ left.T)
-for batch, c_in, c_out, size in [(8, 3, 16, 96), (8, 16, 32, 48), (8, 32, 64, 24)]:
+for batch, c_in, c_out, size, kernel in [(32, 3, 16, 96, 3), (32, 16, 32, 47, 5), (32, 32, 64, 23, 5)]:
     x = torch.randn(batch, c_in, size, size, requires_grad=True)
-    w = torch.randn(c_out, c_in, 3, 3, requires_grad=True)
-    y = torch.nn.functional.conv2d(x, w, padding=1)
+    w = torch.randn(c_out, c_in, kernel, kernel, requires_grad=True)
+    y = torch.nn.functional.conv2d(x, w, padding=kernel // 2)
     (y * torch.randn_like(y)).sum().backward()
     found[f"conv {c_in}->{c_out} at {size}px"] = digest(y, x.grad, w.grad)
 left, right = torch.randn(513, 700), torch.randn(700, 301)
