@@ -168,7 +168,10 @@ def is_reference_configuration(reference: dict, configuration: dict | None = Non
 def unmeasured_vendor(reference: dict, configuration: dict | None = None) -> str | None:
     """The processor vendor of a run in ``configuration`` (default: this process's) when it is part of the
     configuration (not Intel: see helpers.env) and none of the configurations the reference's spread was measured in
-    ran on it; None otherwise. Such a run cannot be judged number by number: nothing says how far it may move."""
+    ran on it; None otherwise (always None in the reference's own configuration, which is compared bit for bit).
+    Such a run cannot be judged number by number: nothing says how far it may move."""
+    if is_reference_configuration(reference, configuration):
+        return None
     vendor = dict(configuration or env.configuration()).get("processor_vendor")
     measured = reference.get("tolerances", {}).get("configurations", {})
     seen = {run.get("configuration", {}).get("processor_vendor") for run in measured.values()}
