@@ -94,3 +94,13 @@ def test_unknown_artefact_is_named():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="blur"):
         histology.render_patch(rng, (32, 32), artefacts=("smudge",))
+
+
+def test_a_slide_without_benign_glands_keeps_its_section_and_tumours():
+    default = histology.render_slide(13, size=384, positive=True, n_tumours=1)
+    glandless = histology.render_slide(13, size=384, positive=True, n_tumours=1, benign_glands=False)
+    for name in ("tissue", "tumour", "fat"):
+        assert np.array_equal(default.scene.masks[name], glandless.scene.masks[name]), name
+    assert (default.scene.masks["glands"] & ~default.scene.masks["tumour"]).any()
+    # glands remain only inside the tumour (its own neoplastic glands)
+    assert not (glandless.scene.masks["glands"] & ~glandless.scene.masks["tumour"]).any()

@@ -508,11 +508,14 @@ def _star_polygon(rng, cy, cx, radius, n_vertices=18, irregularity=0.35):
     return np.column_stack([cy + radii * np.sin(angles), cx + radii * np.cos(angles)])
 
 
-def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, artefacts=None, slide_id="") -> Slide:
+def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, artefacts=None, slide_id="",
+                 benign_glands=True) -> Slide:
     """A tissue section of ``size``×``size`` px with 0 (negative) or 1–3 tumour polygons (positive).
 
     Tumour sizes range from small foci to large areas (paper 002: small lesions are the hard cases);
-    each tumour gets its own grade. Staining intensity varies from slide to slide.
+    each tumour gets its own grade. Staining intensity varies from slide to slide. ``benign_glands=False`` leaves
+    the benign glands out (stroma and fat around any tumour, as in tissue without glands such as the dermis); the
+    section's outline, tumour polygons, fat and staining are drawn before the glands, so they stay those of the default.
     """
     if size < 64:
         raise ValueError(f"slide size {size} px is too small; use at least 64 px.")
@@ -558,8 +561,8 @@ def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, 
         artefacts = [a for a, p in (("pen", 0.15), ("fold", 0.15)) if rng.random() < p]
     stain = {"h": rng.uniform(0.8, 1.2), "e": rng.uniform(0.8, 1.2)}
     scene = render_patch(rng, shape, tissue=tissue, tumour=tumour, severity=severity, um_per_px=um_per_px,
-                         gland_density=rng.uniform(0.5, 1.0), theta=theta, coherence=coherence, fat=fat,
-                         stain=stain, artefacts=artefacts)
+                         benign_glands=bool(benign_glands), gland_density=rng.uniform(0.5, 1.0), theta=theta,
+                         coherence=coherence, fat=fat, stain=stain, artefacts=artefacts)
     return Slide(scene=scene, annotations=annotations, label=int(bool(positive)), severity=severities,
                  slide_id=slide_id)
 
