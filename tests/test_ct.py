@@ -384,6 +384,31 @@ def test_hard_cohort_keeps_the_papers_draws_and_adds_its_nuisances():
         ct.simulate_cohort(4, shape, progress=False, variant="harder")
 
 
+def test_middle_cohort_is_the_hard_one_at_lower_strength():
+    shape = (24, 24, 24)
+    _, _, table = ct.simulate_cohort(8, shape, seed=3, progress=False)
+    _, _, h_table = ct.simulate_cohort(8, shape, seed=3, progress=False, variant="hard")
+    m_vols, m_lungs, m_table, m_disease = ct.simulate_cohort(8, shape, seed=3, progress=False, return_disease=True,
+                                                             variant="middle")
+    for column in ["pattern", "burden", "age", "scanner", "dlco", "crp", "scadding"]:
+        assert m_table[column].equals(table[column]), column
+    # the same nuisance draws, scaled, and the outcomes they move moved in proportion
+    strength = ct.COHORT_NUISANCE["middle"]
+    assert 0 < strength < 1
+    np.testing.assert_allclose(m_table["air_trapping"], strength * h_table["air_trapping"], atol=1e-12)
+    np.testing.assert_allclose(m_table["lung_shift_hu"], strength * h_table["lung_shift_hu"], atol=1e-12)
+    np.testing.assert_allclose(table["fev1"] - m_table["fev1"], strength * (table["fev1"] - h_table["fev1"]),
+                               atol=1e-12)
+    assert not (m_disease & ~m_lungs).any() and m_disease.reshape(8, -1).any(1).all()
+    # a strength given directly: 1 is the hard variant, 0 the paper one
+    _, _, one = ct.simulate_cohort(8, shape, seed=3, progress=False, nuisance=1.0)
+    assert one.equals(h_table)
+    zero_vols, _, _ = ct.simulate_cohort(8, shape, seed=3, progress=False, nuisance=0.0)
+    np.testing.assert_array_equal(zero_vols, ct.simulate_cohort(8, shape, seed=3, progress=False)[0])
+    with pytest.raises(ValueError, match="nuisance = 1.5"):
+        ct.simulate_cohort(4, shape, progress=False, nuisance=1.5)
+
+
 @pytest.mark.parametrize("subject", ["../outside", "sub/dir", ".hidden", ""])
 def test_load_cohort_reads_nothing_outside_its_folder(tmp_path, subject):
     vols, _, table = small_cohort()

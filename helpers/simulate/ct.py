@@ -159,8 +159,13 @@ COHORT_PATTERNS = ("upper", "hilar")
 COHORT_OUTCOMES = ("fev1", "fvc", "dlco", "sobq", "fas", "crp")   # crp is unrelated to the disease (a null)
 # "paper": the cohort as described above. "hard": the same patterns at half the contrast, with what makes real cohorts
 # harder — larger anatomical warps, a lung-density shift per subject (inspiration level, about ±50 HU) and per scanner
-# (calibration), and air trapping in the lower lung that lowers FEV1, FVC and raises SOBQ but belongs to neither pattern
-COHORT_VARIANTS = ("paper", "hard")
+# (calibration), and air trapping in the lower lung that lowers FEV1, FVC and raises SOBQ but belongs to neither pattern.
+# "middle": every nuisance of "hard" at 0.8 of its strength (the same draws scaled: 0.6 of the contrast, warps of 2.3
+# voxels, 0.8 of the density shifts and of the air trapping). Measured at seed 0 (benchmarks/cohort_nuisance.py), the
+# strongest nuisance at which k-means on the registered raw voxels still mostly finds the patterns: between a cohort any
+# clustering separates ("paper") and one no clustering here separates ("hard")
+COHORT_VARIANTS = ("paper", "middle", "hard")
+COHORT_NUISANCE = {"paper": 0.0, "middle": 0.8, "hard": 1.0}   # strength of the "hard" nuisances in each variant
 HARD_SCANNER_SHIFT_HU = {"LightSpeed VCT": 0.0, "Definition AS+": 25.0, "Definition": -30.0, "iCT 128": 40.0}
 # Anatomical points in the simulator's normalised coordinates (z from the apex, y, x from the patient's right), inside
 # the lungs and the hilum; each subject's warp puts them at other voxels, which is the truth a registration must undo
@@ -263,7 +268,7 @@ def scadding_stage(pattern, burden, rng, misread: float = 0.25) -> np.ndarray:
 
 def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fraction: float = 0.4,
                     lung_hu=None, progress: bool = True, return_disease: bool = False, return_landmarks: bool = False,
-                    variant: str = "paper"):
+                    variant: str = "paper", nuisance: float | None = None):
     """A sarcoidosis-like cohort: volumes (N×z×y×x HU float32), lung masks, and a table (pandas) with
     pattern, burden, demographics (age, sex, race, Hispanic ethnicity, height in inches, BMI, scanner), the
     Scadding stage a chest radiograph would give (:func:`scadding_stage`) and outcomes (FEV1 and FVC in litres,
@@ -274,7 +279,9 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     :data:`COHORT_LANDMARKS` (N × L × 3 voxel indices): a registration that undoes the warps brings them together.
     ``variant="hard"`` (see :data:`COHORT_VARIANTS`) keeps every draw of the paper variant (patterns, burdens,
     demographics, noise) and adds the nuisances from a separate random stream; its table gains the columns
-    ``lung_shift_hu`` and ``air_trapping``."""
+    ``lung_shift_hu`` and ``air_trapping``. ``variant="middle"`` adds the same nuisance draws at 0.8 of their strength
+    (:data:`COHORT_NUISANCE`); ``nuisance`` (0–1), when given, sets that strength in place of the variant's (0 is the
+    paper variant, 1 the hard one), for a sweep between them."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -303,11 +310,15 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     # drawn after everything above, so that adding these columns left the earlier ones unchanged
     hispanic = rng.random(n) < 0.047
     scadding = scadding_stage(pattern, burden, rng)
-    hard = variant == "hard"
+    strength = COHORT_NUISANCE[variant] if nuisance is None else float(nuisance)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"nuisance = {nuisance!r}: give the strength of the hard variant's nuisances between 0 (the "
+                         "paper variant) and 1 (the hard one), or None to take the variant's.")
+    hard = strength > 0
     if hard:
         hard_rng = np.random.default_rng([seed, 4005])   # its own stream: [seed, 4004, i] is subject i's
-        air_trapping = hard_rng.beta(2, 4, n)
-        lung_shift = hard_rng.normal(0.0, 50.0, n) + np.array([HARD_SCANNER_SHIFT_HU[s] for s in scanner])
+        air_trapping = strength * hard_rng.beta(2, 4, n)
+        lung_shift = strength * (hard_rng.normal(0.0, 50.0, n) + np.array([HARD_SCANNER_SHIFT_HU[s] for s in scanner]))
         fev1, fvc = fev1 - 0.8 * air_trapping, fvc - 0.3 * air_trapping
         sobq = np.clip(sobq + 15 * air_trapping, 0, 120)
     volumes = np.empty((n,) + tuple(shape), np.float32)
@@ -317,8 +328,8 @@ def simulate_cohort(n: int = 80, shape=(48, 48, 48), seed: int = 0, upper_fracti
     for i in tqdm(range(n), desc="simulating CT cohort", disable=not progress, leave=False):
         sub_rng = np.random.default_rng([seed, 4004, i])
         volumes[i], masks = render_lung_volume(sub_rng, shape, pattern[i], burden[i], lung_hu, **(
-            dict(warp_voxels=2.5, contrast=0.5, lung_shift_hu=lung_shift[i], air_trapping=air_trapping[i]) if hard
-            else {}))
+            dict(warp_voxels=1.5 + strength, contrast=1.0 - 0.5 * strength, lung_shift_hu=lung_shift[i],
+                 air_trapping=air_trapping[i]) if hard else {}))
         lungs[i], disease[i], landmarks[i] = masks["lung"], masks["disease"], masks["landmarks"]
     table = pd.DataFrame({
         "subject": [f"sub-{i + 1:03d}" for i in range(n)], "pattern": pattern, "burden": burden,
