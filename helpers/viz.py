@@ -12,6 +12,19 @@ REGION_COLOURS = {"tumour": (1.0, 0.85, 0.0), "glands": (0.0, 0.8, 0.3), "lumen"
                   "artefact": (0.5, 1.0, 0.5), "tissue": (0.6, 0.6, 0.6)}
 
 
+def interval_error_bars(estimate, low, high) -> np.ndarray:
+    """Matplotlib's ``yerr`` / ``xerr`` (2 × n: below, above) for estimates with intervals [low, high].
+
+    Matplotlib refuses a negative length, and a percentile bootstrap interval can exclude its own estimate: by a
+    rounding error when every value is equal, or for a skewed statistic. Each bar then runs from the estimate to the
+    far end of the interval, so it always covers both the estimate and the whole interval."""
+    estimate, low, high = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (estimate, low, high))
+    if not estimate.shape == low.shape == high.shape:
+        raise ValueError(f"estimate, low and high have shapes {estimate.shape}, {low.shape}, {high.shape}: give one "
+                         "value of each per bar.")
+    return np.clip(np.stack([estimate - low, high - estimate]), 0.0, None)
+
+
 def overlay_regions(rgb, masks: dict, names=("tumour", "glands", "lumen"), alpha: float = 0.35):
     """Tint ``rgb`` (H×W×3, uint8 or floats in [0, 1]) with the boolean masks named in ``names``; returns float RGB
     in [0, 1]."""
