@@ -49,21 +49,15 @@ COMPOSITIONS = {"as notebook 01": {}, "no benign glands": {"benign_glands": Fals
 
 def real_tiles(data_dir):
     """Notebook 01's real tiles: random tissue tiles of 128 µm brought to 1 µm/px."""
-    import numpy as np
-    from skimage.transform import resize
-
+    from helpers import realism
     from helpers.data import bundled, formats, tissue
 
     path = bundled.real_file("cmu_small_region.svs", data_dir)
     cmu, mpp = formats.read_wsi(path), formats.wsi_info(path)["mpp"]
     skin, _ = bundled.load_real_skin(data_dir)
-
-    def tiles(rgb, tile_px):
-        return np.stack([resize(t, (TILE, TILE), anti_aliasing=True, preserve_range=True).astype(np.uint8)
-                         for t in tissue.random_tiles(rgb, tissue.tissue_mask_from_rgb(rgb), tile_px, REAL_TILES, 0,
-                                                      0.5)])
-
-    return {"CMU-1 region": tiles(cmu, int(round(TILE / mpp))), "skin section": tiles(skin, TILE)}
+    return {"CMU-1 region": realism.real_tiles(cmu, tissue.tissue_mask_from_rgb(cmu), int(round(TILE / mpp)),
+                                               REAL_TILES, 0, TILE, 0.5),
+            "skin section": realism.real_tiles(skin, tissue.tissue_mask_from_rgb(skin), TILE, REAL_TILES, 0, TILE, 0.5)}
 
 
 def simulated_tiles(draw: int, composition: dict):
@@ -86,22 +80,17 @@ def simulated_tiles(draw: int, composition: dict):
 
 
 def measure(real_features: dict, sim_features, slide_of) -> dict:
-    """Notebook 01's two measures: the probe (fold 0 = CMU-1 + even slides, fold 1 = skin + odd slides) and the
-    Fréchet distances in one shared projection."""
-    import numpy as np
-
+    """Notebook 01's two measures (``realism.compare_with_real``): the probe (fold 0 = CMU-1 + even slides, fold 1 =
+    skin + odd slides) and the Fréchet distances in one shared projection."""
     from helpers import realism
 
-    (name_a, a), (name_b, b) = real_features.items()
-    x = np.vstack([a, b, sim_features])
-    is_real = np.r_[np.ones(len(a) + len(b), bool), np.zeros(len(sim_features), bool)]
-    fold = np.r_[np.zeros(len(a), int), np.ones(len(b), int), slide_of % 2]
-    probe = realism.probe(x, is_real, fold)
-    pa, pb, ps = realism.shared_projection(a, b, sim_features, dims=DIMS)
-    return {"probe_balanced_accuracy": probe["balanced_accuracy"],
-            "probe_folds": [f["balanced_accuracy"] for f in probe["folds"]],
-            f"fd_to_{name_a}": realism.frechet_distance(ps, pa), f"fd_to_{name_b}": realism.frechet_distance(ps, pb),
-            "fd_real_to_real": realism.frechet_distance(pa, pb)}
+    name_a, name_b = real_features
+    report = realism.compare_with_real(real_features, sim_features, slide_of, dims=DIMS)
+    fd = report["fd"]
+    return {"probe_balanced_accuracy": report["probe"]["balanced_accuracy"],
+            "probe_folds": [f["balanced_accuracy"] for f in report["probe"]["folds"]],
+            f"fd_to_{name_a}": fd[f"simulated ↔ {name_a}"], f"fd_to_{name_b}": fd[f"simulated ↔ {name_b}"],
+            "fd_real_to_real": fd[f"floor: {name_a} ↔ {name_b} (real ↔ real)"]}
 
 
 def main() -> int:

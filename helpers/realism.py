@@ -9,6 +9,9 @@ Two measures, each with its floor computed the same way:
 - :func:`probe` — a linear probe (standardised logistic regression) asked to tell real tiles from simulated ones,
   cross-validated by folds the caller builds (a slide or an image never on both sides), scored by balanced accuracy:
   0.5 means it cannot tell them apart, 1.0 that it always can.
+
+:func:`compare_with_real` puts both together as notebook 01 reports them (two real sources, one probe fold each, the
+distances beside their floors); :func:`real_tiles` cuts the real tiles at the simulated slides' pixel size.
 """
 from __future__ import annotations
 
@@ -86,3 +89,54 @@ def probe(features, is_real, fold, seed: int = 0) -> dict:
                       "balanced_accuracy": float(balanced_accuracy_score(y[test], model.predict(x[test]))),
                       "real": int(y[test].sum()), "simulated": int((~y[test]).sum())})
     return {"balanced_accuracy": float(np.mean([f["balanced_accuracy"] for f in folds])), "folds": folds}
+
+
+def real_tiles(rgb, tissue_mask, tile_px: int, n: int, seed: int = 0, out_px: int = 128,
+               min_tissue: float = 0.5) -> np.ndarray:
+    """``n`` random tissue tiles of ``tile_px`` px from a real image, each resampled to ``out_px`` px (anti-aliased),
+    so that real tiles cover the same field at the same pixel size as the simulated ones: ``tile_px`` = field in µm
+    / the image's µm per px, ``out_px`` = field in µm at 1 µm/px. Returns n × out_px × out_px × 3 uint8."""
+    from skimage.transform import resize
+
+    from .data import tissue
+
+    return np.stack([resize(t, (out_px, out_px), anti_aliasing=True, preserve_range=True).astype(np.uint8)
+                     for t in tissue.random_tiles(rgb, tissue_mask, int(tile_px), n, seed, min_tissue)])
+
+
+def compare_with_real(real_features: dict, simulated_features, simulated_slide, dims: int = 32,
+                      seed: int = 0) -> dict:
+    """Notebook 01's realism report: simulated tiles against two real sources, on one network's features.
+
+    ``real_features``: two sources, name → N × D features; ``simulated_features`` with ``simulated_slide`` (the
+    slide of each simulated row). The probe's two folds keep every image and slide on one side: fold 0 is the first
+    real source with the even slides, fold 1 the second with the odd ones. The Fréchet distances share one
+    projection onto ``dims`` principal components of all tiles, with two floors in it: the two real sources against
+    each other, and the even against the odd simulated slides.
+
+    Returns ``probe`` (:func:`probe`'s result), ``projected`` (name → projected rows, the real sources first, then
+    ``"simulated"``) and ``fd`` (name → distance: ``"simulated ↔ <source>"`` for each source,
+    ``"floor: <a> ↔ <b> (real ↔ real)"`` and ``"floor: simulated, even ↔ odd slides"``)."""
+    if len(real_features) != 2:
+        raise ValueError(f"real_features has {len(real_features)} source(s) ({', '.join(map(str, real_features))}); "
+                         "give exactly two, name → features, so that each probe fold holds out one real image.")
+    (name_a, a), (name_b, b) = ((name, _features(f, f"real_features[{name!r}]")) for name, f in real_features.items())
+    simulated = _features(simulated_features, "simulated_features")
+    slide = np.asarray(simulated_slide)
+    if slide.shape != (len(simulated),):
+        raise ValueError(f"simulated_slide has shape {slide.shape} for {len(simulated)} simulated rows; give the "
+                         "slide of each row.")
+    even = slide % 2 == 0
+    if even.sum() < 2 or (~even).sum() < 2:
+        raise ValueError(f"the simulated rows come from {int(even.sum())} row(s) of even and {int((~even).sum())} of "
+                         "odd slides; the probe's folds and the simulated floor need at least two of each.")
+    result = probe(np.vstack([a, b, simulated]),
+                   np.r_[np.ones(len(a) + len(b), bool), np.zeros(len(simulated), bool)],
+                   np.r_[np.zeros(len(a), int), np.ones(len(b), int), (~even).astype(int)], seed=seed)
+    projected = dict(zip((name_a, name_b, "simulated"), shared_projection(a, b, simulated, dims=dims, seed=seed)))
+    fd = {f"simulated ↔ {name_a}": frechet_distance(projected["simulated"], projected[name_a]),
+          f"simulated ↔ {name_b}": frechet_distance(projected["simulated"], projected[name_b]),
+          f"floor: {name_a} ↔ {name_b} (real ↔ real)": frechet_distance(projected[name_a], projected[name_b]),
+          "floor: simulated, even ↔ odd slides": frechet_distance(projected["simulated"][even],
+                                                                  projected["simulated"][~even])}
+    return {"probe": result, "projected": projected, "fd": fd}

@@ -16,11 +16,11 @@ HELPERS = ROOT / "helpers"
 # Layers, lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = [
     {"helpers.env", "helpers.presets", "helpers.uncertainty", "helpers.viz", "helpers.cache", "helpers.report",
-     "helpers.pixels", "helpers.arrays", "helpers.realism"},
+     "helpers.pixels", "helpers.arrays"},
     {"helpers.data.*"},
     {"helpers.simulate.*"},
     {"helpers.models", "helpers.training", "helpers.features", "helpers.explain", "helpers.xai_metrics",
-     "helpers.recipes", "helpers.metric_validation"},
+     "helpers.recipes", "helpers.metric_validation", "helpers.realism"},
     {"helpers.methods.*"},
     {"helpers.runner", "helpers.book"},
 ]

@@ -51,3 +51,48 @@ def test_shared_projection_keeps_one_space_and_refuses_bad_sizes():
         realism.shared_projection(a, b, dims=99)
     with pytest.raises(ValueError, match="at least two"):
         realism.frechet_distance(a[:1], b[:1])
+
+
+def test_comparison_with_real_sources_is_the_probe_and_distances_of_notebook_01():
+    """compare_with_real is the composition notebook 01 reports: the probe with one real source per fold and the
+    distances, floors included, in one projection."""
+    rng = np.random.default_rng(3)
+    real = {"slide": rng.normal(0.0, 1.0, (40, 12)), "skin": rng.normal(0.5, 1.0, (30, 12))}
+    simulated, slide = rng.normal(2.0, 1.5, (60, 12)), np.repeat(np.arange(6), 10)
+    result = realism.compare_with_real(real, simulated, slide, dims=5, seed=4)
+    expected_probe = realism.probe(np.vstack([real["slide"], real["skin"], simulated]),
+                                   np.r_[np.ones(70, bool), np.zeros(60, bool)],
+                                   np.r_[np.zeros(40, int), np.ones(30, int), slide % 2], seed=4)
+    assert result["probe"] == expected_probe and expected_probe["balanced_accuracy"] > 0.9
+    pa, pb, ps = realism.shared_projection(real["slide"], real["skin"], simulated, dims=5, seed=4)
+    even = slide % 2 == 0
+    assert result["fd"] == {"simulated ↔ slide": realism.frechet_distance(ps, pa),
+                            "simulated ↔ skin": realism.frechet_distance(ps, pb),
+                            "floor: slide ↔ skin (real ↔ real)": realism.frechet_distance(pa, pb),
+                            "floor: simulated, even ↔ odd slides": realism.frechet_distance(ps[even], ps[~even])}
+    assert list(result["projected"]) == ["slide", "skin", "simulated"]
+    # the simulated tiles lie farther from each real source than the sources from each other
+    assert min(result["fd"]["simulated ↔ slide"], result["fd"]["simulated ↔ skin"]) > \
+        result["fd"]["floor: slide ↔ skin (real ↔ real)"]
+    with pytest.raises(ValueError, match="give exactly two"):
+        realism.compare_with_real({"slide": real["slide"]}, simulated, slide)
+    with pytest.raises(ValueError, match="the slide of each row"):
+        realism.compare_with_real(real, simulated, slide[:10])
+    with pytest.raises(ValueError, match="at least two of each"):
+        realism.compare_with_real(real, simulated, np.zeros(60, int))
+
+
+def test_real_tiles_are_tissue_tiles_resampled_to_the_simulated_pixel_size():
+    from skimage.transform import resize
+
+    from helpers.data import tissue
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (400, 500, 3), dtype=np.uint8)
+    mask = np.zeros((400, 500), bool)
+    mask[50:350, 100:450] = True
+    tiles = realism.real_tiles(image, mask, 64, 7, seed=2, out_px=32, min_tissue=0.9)
+    assert tiles.shape == (7, 32, 32, 3) and tiles.dtype == np.uint8
+    crops = tissue.random_tiles(image, mask, 64, 7, 2, 0.9)
+    np.testing.assert_array_equal(tiles, np.stack([resize(c, (32, 32), anti_aliasing=True, preserve_range=True)
+                                                   .astype(np.uint8) for c in crops]))
