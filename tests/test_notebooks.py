@@ -39,6 +39,11 @@ def test_notebook_is_committed_clean(nb_path):
     assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
     for knob in ("SMOKE", "SEED", "DATA_DIR", "OUTPUT_DIR", "DEVICE"):
         assert knob in tagged[0].source, f"parameters cell lacks {knob}"
+    # `papermill --help-notebook` lists a parameter only if it can parse its line (one "=" per line, comment included)
+    assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
+                if "=" in line and not line.startswith((" ", "#", "\t")) and line.split("=")[0].strip().isidentifier()}
+    import papermill
+    assert assigned - set(papermill.inspect_notebook(str(nb_path))) == set(), "papermill cannot read these parameters"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "start with a title"
     assert (EXPECTED / f"{nb_path.stem}.json").exists(), "every notebook needs its expected metrics"
     assert nb.metadata["kernelspec"]["name"] == runner.KERNEL_NAME, "notebooks open on the project's kernel"
