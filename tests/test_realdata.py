@@ -121,6 +121,18 @@ def test_real_skin_and_its_epidermis_annotation(repo_data_dir):
     assert haematoxylin[epidermis].mean() > 1.4 * haematoxylin[dermis].mean()      # measured: 1.7 ×
 
 
+def test_real_tumour_fields_from_histoqc(repo_data_dir):
+    """HistoQC's four colour templates: real H&E tumour fields, the collection's only real glandular tissue."""
+    fields = bundled.load_real_tumour_fields(repo_data_dir)
+    assert [f.shape for f in fields] == [(500, 500, 3)] * 4 and all(f.dtype == np.uint8 for f in fields)
+    assert all(bundled.REAL_FILES[name].archive == "sdist" for name in bundled.TUMOUR_FIELDS)
+    stains = [tissue.stain_statistics([f]) for f in fields]
+    # measured once: the dense tumour sheet (3) is the most haematoxylin-rich field (median OD 0.042 against
+    # 0.013-0.016), the gland-forming carcinoma in collagen (1) among the most eosin-rich (0.021, with 3's 0.028)
+    assert max(range(4), key=lambda i: stains[i]["h_median"]) == 2
+    assert stains[0]["e_median"] > 2 * max(stains[1]["e_median"], stains[3]["e_median"])
+
+
 def test_real_lung_ct_from_the_source_archive(repo_data_dir):
     """PyRadiomics ships two real chest CTs with a lesion mask in its source archive only (the wheel has no data)."""
     for case, shape, lesion_voxels in (("lung1", (512, 512, 48), 837), ("lung2", (512, 512, 61), 24644)):

