@@ -10,7 +10,7 @@ Two measures, each with its floor computed the same way:
   cross-validated by folds the caller builds (a slide or an image never on both sides), scored by balanced accuracy:
   0.5 means it cannot tell them apart, 1.0 that it always can.
 
-:func:`compare_with_real` puts both together as notebook 01 reports them (two real sources, one probe fold each, the
+:func:`compare_with_real` puts both together as notebook 01 reports them (real sources, one probe fold each, the
 distances beside their floors); :func:`real_tiles` cuts the real tiles at the simulated slides' pixel size.
 """
 from __future__ import annotations
@@ -106,37 +106,44 @@ def real_tiles(rgb, tissue_mask, tile_px: int, n: int, seed: int = 0, out_px: in
 
 def compare_with_real(real_features: dict, simulated_features, simulated_slide, dims: int = 32,
                       seed: int = 0) -> dict:
-    """Notebook 01's realism report: simulated tiles against two real sources, on one network's features.
+    """Notebook 01's realism report: simulated tiles against two or more real sources, on one network's features.
 
-    ``real_features``: two sources, name → N × D features; ``simulated_features`` with ``simulated_slide`` (the
-    slide of each simulated row). The probe's two folds keep every image and slide on one side: fold 0 is the first
-    real source with the even slides, fold 1 the second with the odd ones. The Fréchet distances share one
-    projection onto ``dims`` principal components of all tiles, with two floors in it: the two real sources against
-    each other, and the even against the odd simulated slides.
+    ``real_features``: the sources, name → N × D features; ``simulated_features`` with ``simulated_slide`` (the
+    slide of each simulated row). The probe holds out one fold at a time, and every image and slide stays on one
+    side: fold *i* is the *i*-th real source with the slides whose number is *i* modulo the number of sources (with
+    two sources, the first with the even slides and the second with the odd ones). The Fréchet distances share one
+    projection onto ``dims`` principal components of all tiles, with two kinds of floor in it: the real sources
+    against each other, and the even against the odd simulated slides.
 
     Returns ``probe`` (:func:`probe`'s result), ``projected`` (name → projected rows, the real sources first, then
     ``"simulated"``) and ``fd`` (name → distance: ``"simulated ↔ <source>"`` for each source,
-    ``"floor: <a> ↔ <b> (real ↔ real)"`` and ``"floor: simulated, even ↔ odd slides"``)."""
-    if len(real_features) != 2:
+    ``"floor: <a> ↔ <b> (real ↔ real)"`` for each pair of sources and ``"floor: simulated, even ↔ odd slides"``)."""
+    from itertools import combinations
+
+    if len(real_features) < 2 or "simulated" in real_features:
         raise ValueError(f"real_features has {len(real_features)} source(s) ({', '.join(map(str, real_features))}); "
-                         "give exactly two, name → features, so that each probe fold holds out one real image.")
-    (name_a, a), (name_b, b) = ((name, _features(f, f"real_features[{name!r}]")) for name, f in real_features.items())
+                         "give two or more, name → features, none named 'simulated', so that each probe fold holds "
+                         "out one real image.")
+    real = {name: _features(f, f"real_features[{name!r}]") for name, f in real_features.items()}
     simulated = _features(simulated_features, "simulated_features")
     slide = np.asarray(simulated_slide)
     if slide.shape != (len(simulated),):
         raise ValueError(f"simulated_slide has shape {slide.shape} for {len(simulated)} simulated rows; give the "
                          "slide of each row.")
     even = slide % 2 == 0
-    if even.sum() < 2 or (~even).sum() < 2:
+    per_fold = np.bincount(slide % len(real), minlength=len(real))
+    if even.sum() < 2 or (~even).sum() < 2 or per_fold.min() < 1:
         raise ValueError(f"the simulated rows come from {int(even.sum())} row(s) of even and {int((~even).sum())} of "
-                         "odd slides; the probe's folds and the simulated floor need at least two of each.")
-    result = probe(np.vstack([a, b, simulated]),
-                   np.r_[np.ones(len(a) + len(b), bool), np.zeros(len(simulated), bool)],
-                   np.r_[np.zeros(len(a), int), np.ones(len(b), int), (~even).astype(int)], seed=seed)
-    projected = dict(zip((name_a, name_b, "simulated"), shared_projection(a, b, simulated, dims=dims, seed=seed)))
-    fd = {f"simulated ↔ {name_a}": frechet_distance(projected["simulated"], projected[name_a]),
-          f"simulated ↔ {name_b}": frechet_distance(projected["simulated"], projected[name_b]),
-          f"floor: {name_a} ↔ {name_b} (real ↔ real)": frechet_distance(projected[name_a], projected[name_b]),
-          "floor: simulated, even ↔ odd slides": frechet_distance(projected["simulated"][even],
-                                                                  projected["simulated"][~even])}
+                         f"odd slides, {per_fold.tolist()} per probe fold; the folds and the simulated floor need at "
+                         "least two of each and one per fold.")
+    sizes = [len(f) for f in real.values()]
+    result = probe(np.vstack([*real.values(), simulated]),
+                   np.r_[np.ones(sum(sizes), bool), np.zeros(len(simulated), bool)],
+                   np.r_[np.repeat(np.arange(len(real)), sizes), slide % len(real)], seed=seed)
+    projected = dict(zip([*real, "simulated"], shared_projection(*real.values(), simulated, dims=dims, seed=seed)))
+    fd = {f"simulated ↔ {name}": frechet_distance(projected["simulated"], projected[name]) for name in real}
+    fd |= {f"floor: {a} ↔ {b} (real ↔ real)": frechet_distance(projected[a], projected[b])
+           for a, b in combinations(real, 2)}
+    fd["floor: simulated, even ↔ odd slides"] = frechet_distance(projected["simulated"][even],
+                                                                 projected["simulated"][~even])
     return {"probe": result, "projected": projected, "fd": fd}
