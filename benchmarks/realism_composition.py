@@ -83,17 +83,24 @@ COMPOSITIONS = {"as notebook 01": {}, "no benign glands": {"benign_glands": Fals
                 "stroma only": {"benign_glands": False, "positive": False}}
 
 
+def skin_sources(data_dir) -> dict:
+    """Notebook 01's two real skin sources: name → (RGB image, tile size in px for 128 µm)."""
+    from helpers.data import bundled, formats
+
+    path = bundled.real_file("cmu_small_region.svs", data_dir)
+    skin, _ = bundled.load_real_skin(data_dir)
+    return {"CMU-1 region": (formats.read_wsi(path), int(round(TILE / formats.wsi_info(path)["mpp"]))),
+            "skin section": (skin, TILE)}
+
+
 def real_tiles(data_dir):
     """Notebook 01's real tiles (random tissue tiles of 128 µm brought to 1 µm/px) and as many from the four tumour
     fields, with the field each of those comes from."""
     import numpy as np
 
     from helpers import realism
-    from helpers.data import bundled, formats, tissue
+    from helpers.data import bundled, tissue
 
-    path = bundled.real_file("cmu_small_region.svs", data_dir)
-    cmu, mpp = formats.read_wsi(path), formats.wsi_info(path)["mpp"]
-    skin, _ = bundled.load_real_skin(data_dir)
     fields = bundled.load_real_tumour_fields(data_dir)
     per_field = np.diff(np.linspace(0, REAL_TILES, len(fields) + 1).round().astype(int))
     field_px = int(round(TILE / bundled.TUMOUR_FIELDS_UM_PER_PX))
@@ -101,28 +108,23 @@ def real_tiles(data_dir):
     # 500 px field holds 36 half-overlapping 128 px tiles, so the four give 144, not 150
     tumour = [realism.real_tiles(f, np.ones(f.shape[:2], bool), field_px, int(n), i, TILE, 0.5)
               for i, (f, n) in enumerate(zip(fields, per_field))]
-    tiles = {"CMU-1 region": realism.real_tiles(cmu, tissue.tissue_mask_from_rgb(cmu), int(round(TILE / mpp)),
-                                                REAL_TILES, 0, TILE, 0.5),
-             "skin section": realism.real_tiles(skin, tissue.tissue_mask_from_rgb(skin), TILE, REAL_TILES, 0, TILE,
-                                                0.5),
-             "tumour fields": np.concatenate(tumour)}
+    tiles = {name: realism.real_tiles(image, tissue.tissue_mask_from_rgb(image), tile_px, REAL_TILES, 0, TILE, 0.5)
+             for name, (image, tile_px) in skin_sources(data_dir).items()}
+    tiles["tumour fields"] = np.concatenate(tumour)
     return tiles, np.repeat(np.arange(len(fields)), [len(t) for t in tumour])
 
 
 def split_tiles(data_dir):
-    """Tiles of each real source in two halves that never overlap, for the probe's control (a real source in the
-    simulated tiles' seat): CMU-1 and the skin section cut into a left and a right half before tiling (75 tiles
-    each), the tumour fields by field. Returns name → (tiles, half of each tile)."""
+    """Tiles of the two skin sources in halves that never overlap, for the probe's control (a real source in the
+    simulated tiles' seat): each image cut into a left and a right half before tiling (75 tiles each; the tumour
+    fields are split by field by the caller). Returns name → (tiles, half of each tile)."""
     import numpy as np
 
     from helpers import realism
-    from helpers.data import bundled, formats, tissue
+    from helpers.data import tissue
 
-    path = bundled.real_file("cmu_small_region.svs", data_dir)
-    cmu, mpp = formats.read_wsi(path), formats.wsi_info(path)["mpp"]
-    skin, _ = bundled.load_real_skin(data_dir)
     out = {}
-    for name, image, tile_px in (("CMU-1 region", cmu, int(round(TILE / mpp))), ("skin section", skin, TILE)):
+    for name, (image, tile_px) in skin_sources(data_dir).items():
         middle = image.shape[1] // 2
         halves = [image[:, :middle], image[:, middle:]]
         tiles = [realism.real_tiles(h, tissue.tissue_mask_from_rgb(h), tile_px, REAL_TILES // 2, i, TILE, 0.5)

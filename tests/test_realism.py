@@ -79,10 +79,12 @@ def test_comparison_with_real_sources_is_the_probe_and_distances_of_notebook_01(
     three = realism.compare_with_real(real3, simulated, slide, dims=5, seed=4)
     assert three["probe"] == realism.probe(np.vstack([real["slide"], real["skin"], real3["tumour"], simulated]),
                                            np.r_[np.ones(90, bool), np.zeros(60, bool)],
-                                           np.r_[np.zeros(40, int), np.ones(30, int), np.full(20, 2), slide % 3], seed=4)
+                                           np.r_[np.zeros(40, int), np.ones(30, int), np.full(20, 2), slide % 3],
+                                           seed=4)
     assert len(three["probe"]["folds"]) == 3 and list(three["projected"]) == ["slide", "skin", "tumour", "simulated"]
     assert sorted(k for k in three["fd"] if k.startswith("floor: ") and "real ↔ real" in k) == [
-        "floor: skin ↔ tumour (real ↔ real)", "floor: slide ↔ skin (real ↔ real)", "floor: slide ↔ tumour (real ↔ real)"]
+        "floor: skin ↔ tumour (real ↔ real)", "floor: slide ↔ skin (real ↔ real)",
+        "floor: slide ↔ tumour (real ↔ real)"]
     with pytest.raises(ValueError, match="one per fold"):
         realism.compare_with_real(real3, simulated[:20], slide[:20])      # slides 0 and 1: fold 2 empty
     with pytest.raises(ValueError, match="give two or more"):

