@@ -35,14 +35,14 @@ def build(name: str):
     from helpers import models
 
     if name.startswith("tile_classifier"):
-        return models.VGG16TileClassifier(0.125, True), lambda out, n: out.sum()
+        return models.VGG16TileClassifier(0.125, True), lambda out: out.sum()
     if name.startswith("grading"):
-        return models.GradingCNN(7, 96), lambda out, n: out.logsumexp(1).sum()
+        return models.GradingCNN(7, 96), lambda out: out.logsumexp(1).sum()
     if name.startswith("U-Net"):
-        return models.UNet(2, 16, 3), lambda out, n: out.sum()
+        return models.UNet(2, 16, 3), lambda out: out.sum()
     backbone, channels = models.regression_backbone("efficientnet_lite0", ROOT / "data")
     return models.RegressionNet(backbone, channels, ("md", "fa"), 256, 64, 0.1), \
-        lambda out, n: sum(o.sum() for o in (out.values() if isinstance(out, dict) else [out]))
+        lambda out: sum(o.sum() for o in (out.values() if isinstance(out, dict) else [out]))
 
 
 def worker(name: str) -> dict:
@@ -60,7 +60,7 @@ def worker(name: str) -> dict:
 
     def step():
         optimiser.zero_grad()
-        loss_of(net(x), batch).backward()
+        loss_of(net(x)).backward()
         optimiser.step()
 
     for _ in range(WARMUP):
