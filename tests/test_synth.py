@@ -104,3 +104,40 @@ def test_a_slide_without_benign_glands_keeps_its_section_and_tumours():
     assert (default.scene.masks["glands"] & ~default.scene.masks["tumour"]).any()
     # glands remain only inside the tumour (its own neoplastic glands)
     assert not (glandless.scene.masks["glands"] & ~glandless.scene.masks["tumour"]).any()
+
+
+def test_rendering_knobs_change_the_pixels_and_never_the_ground_truth():
+    # every knob moved off its default at once, with artefacts drawn after the rendering
+    moved = histology.Rendering(fibre_wavelength_um=16.0, fibre_length=0.05, looseness=0.1, bundle_sharpness=6.0,
+                                cleft_eosin=0.0, bundle_eosin=0.3, stroma_hema=0.08, hema_follows_bundles=0.7,
+                                cleft_clearing=0.8, epithelium_hema=0.15, chromatin_contrast=0.4,
+                                chromatin_grain_um=1.0, rim_base=0.5, rim_gain=0.8, nuclear_stain=0.7,
+                                stain_grain=0.05, stain_grain_um=1.5, residual_base=0.05, camera_noise=0.02,
+                                optics_sigma_px=0.8, jpeg_quality=70)
+    default = histology.render_slide(21, size=384, n_tumours=2, artefacts=["pen", "fold"])
+    explicit = histology.render_slide(21, size=384, n_tumours=2, artefacts=["pen", "fold"],
+                                      rendering=histology.Rendering())
+    other = histology.render_slide(21, size=384, n_tumours=2, artefacts=["pen", "fold"], rendering=moved)
+    assert np.array_equal(default.scene.rgb, explicit.scene.rgb)
+    assert np.abs(default.scene.rgb.astype(int) - other.scene.rgb).mean() > 5
+    assert np.array_equal(default.scene.nuclei_instances, other.scene.nuclei_instances)
+    assert np.array_equal(default.scene.nuclei_types, other.scene.nuclei_types)
+    for name in histology.MASK_NAMES:
+        assert np.array_equal(default.scene.masks[name], other.scene.masks[name]), name
+    assert all(np.array_equal(a, b) for a, b in zip(default.annotations, other.annotations))
+    for key in default.scene.nuclei:
+        assert np.array_equal(default.scene.nuclei[key], other.scene.nuclei[key]), key
+
+
+def test_rendering_knobs_refuse_bad_values():
+    with pytest.raises(ValueError, match="camera_noise"):
+        histology.Rendering(camera_noise=-0.1)
+    with pytest.raises(ValueError, match="fibre_length"):
+        histology.Rendering(fibre_length=0.0)
+    with pytest.raises(ValueError, match="hema_follows_bundles"):
+        histology.Rendering(hema_follows_bundles=1.5)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        histology.Rendering(jpeg_quality=75.5)
+    assert histology.Rendering(looseness=-0.3).looseness == -0.3      # an offset: negative is allowed
+    with pytest.raises(TypeError, match="Rendering"):
+        histology.render_patch(np.random.default_rng(0), (32, 32), rendering={"camera_noise": 0.0})

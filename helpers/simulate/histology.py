@@ -33,6 +33,63 @@ H_UNIT, E_UNIT, D_UNIT = 0.11, 0.17, 0.06
 MASK_NAMES = ("tissue", "edge", "tumour", "glands", "lumen", "stroma", "fat", "artefact")
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """How the painted tissue becomes pixels: stroma texture, nuclear texture, stain grain and optics.
+
+    These knobs change only intensities, never geometry: every mask, nucleus and annotation of a scene is the same
+    whatever they are (the random draws that place things are never skipped or reordered; the extra noise fields
+    some knobs need come from a child of the scene's generator). The defaults are the simulator as it has been
+    since version 6; ``benchmarks/realism_calibration.py`` searches them against real H&E (issue 33, item 4).
+    Lengths are in micrometres, except ``optics_sigma_px``.
+    """
+
+    fibre_wavelength_um: float = 11.0   # spacing of the stroma fibres
+    fibre_length: float = 0.12          # bandwidth along a fibre, relative to 1/spacing: smaller = longer fibres
+    looseness: float = 0.6              # offset of the bundle threshold: lower = more pale clefts between bundles
+    bundle_sharpness: float = 2.5       # slope of that threshold: higher = crisper bundle edges
+    cleft_eosin: float = 0.05           # eosin between the bundles
+    bundle_eosin: float = 0.24          # eosin added inside a bundle
+    stroma_hema: float = 0.17           # haematoxylin background of the stroma
+    hema_follows_bundles: float = 0.0   # 0: haematoxylin background everywhere; 1: only inside the bundles
+    cleft_clearing: float = 0.0         # share of every stain (and the residual tint) missing between bundles: 1 = glass
+    epithelium_hema: float = 0.30       # haematoxylin of gland epithelium (cytoplasm), neoplastic glands +0.08
+    chromatin_contrast: float = 0.15    # std of the multiplicative chromatin texture inside nuclei
+    chromatin_grain_um: float = 0.0     # its correlation length (0: independent from pixel to pixel)
+    rim_base: float = 0.8               # nuclear stain at the centre ...
+    rim_gain: float = 0.3               # ... rising by this much towards the membrane (vesicular nuclei: low base)
+    nuclear_stain: float = 1.0          # factor on every nucleus' haematoxylin
+    stain_grain: float = 0.12           # std of the multiplicative grain on both stains
+    stain_grain_um: float = 0.0         # its correlation length (0: independent from pixel to pixel)
+    residual_base: float = 0.25         # the third (DAB) channel's residual over all tissue, clefts and lumina too
+    camera_noise: float = 0.012         # std of the additive noise per RGB channel
+    optics_sigma_px: float = 0.5        # Gaussian blur of the optics, in pixels
+    jpeg_quality: float = 0.0           # 0: none; 1–100: the scan saved as JPEG at this quality (as SVS tiles are)
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            # looseness is an offset and may be negative; every other knob is an amount, a length or a share
+            if not (np.isfinite(value) and (value >= 0 or name == "looseness")):
+                raise ValueError(f"Rendering({name}={value!r}): every knob but looseness is a finite number ≥ 0.")
+        for name in ("fibre_wavelength_um", "fibre_length", "bundle_sharpness"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Rendering({name}={getattr(self, name)!r}) must be positive.")
+        for name in ("hema_follows_bundles", "cleft_clearing"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"Rendering({name}={getattr(self, name)!r}) is a share, 0 to 1.")
+        if self.jpeg_quality > 100 or self.jpeg_quality != int(self.jpeg_quality):
+            raise ValueError(f"Rendering(jpeg_quality={self.jpeg_quality!r}): 0 (no JPEG) or a whole number 1–100.")
+
+
+RENDERING = Rendering()   # what every render_* function uses unless told otherwise
+
+
+def _texture_rng(rng):
+    """A generator for the extra noise fields of non-default knobs, independent of ``rng``'s stream (spawning
+    does not draw from it), so the scene's geometry stays that of the default rendering."""
+    return rng.spawn(1)[0]
+
+
 @dataclass
 class Scene:
     """One rendered image and its ground truth."""
@@ -66,7 +123,7 @@ def _smooth_noise(rng, shape, sigma_px, low_res=True):
     return noise / (noise.std() + 1e-8)
 
 
-def _fibre_texture(rng, shape, theta, coherence, wavelength_px, n_orient=6):
+def _fibre_texture(rng, shape, theta, coherence, wavelength_px, n_orient=6, length=0.12):
     """Stroma fibre texture: noise band-passed along ``n_orient`` directions, blended by the local fibre
     direction ``theta`` (radians, x to the right, y down) with sharpness ``coherence`` (0 isotropic, 1 aligned).
     Returns a zero-mean, unit-std float32 field."""
@@ -90,7 +147,7 @@ def _fibre_texture(rng, shape, theta, coherence, wavelength_px, n_orient=6):
     for a in np.arange(n_orient) * np.pi / n_orient:
         along = fx * np.cos(a) + fy * np.sin(a)          # frequency along the fibre: kept small (long fibres)
         across = -fx * np.sin(a) + fy * np.cos(a)        # across the fibre: the fibre spacing
-        gain = np.exp(-((along / (0.12 * f0)) ** 2)) * np.exp(-(((np.abs(across) - f0) / (0.5 * f0)) ** 2))
+        gain = np.exp(-((along / (length * f0)) ** 2)) * np.exp(-(((np.abs(across) - f0) / (0.5 * f0)) ** 2))
         # von Mises-like weight on the doubled angle (a fibre at theta equals one at theta + pi); max exponent 0
         weight = np.exp((np.cos(2 * (theta - np.float32(a))) - 1.0) * sharp)
         oriented += weight * band(gain.astype(np.float32))
@@ -150,9 +207,10 @@ def _resolve_overlaps(nuclei, shape):
     return nuclei
 
 
-def _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue):
+def _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue, rendering=RENDERING, px=1.0):
     """Rasterise all nuclei at once (one window per nucleus); returns instance and type maps and paints H/E.
     A nucleus on the section's edge is cut by it: no stain and no mask outside ``tissue``."""
+    r = rendering
     h, w = shape
     inst = np.zeros(shape, np.int32)
     types = np.zeros(shape, np.uint8)
@@ -177,9 +235,14 @@ def _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue):
     inside_canvas = inside_canvas & tissue[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
     # soft edge for the stain (anti-aliasing), hard edge for the mask
     soft = np.clip((1.15 - r2) / 0.3, 0.0, 1.0) * inside_canvas
-    chromatin = 1.0 + 0.15 * rng.standard_normal(r2.shape)
-    rim = 0.8 + 0.3 * np.clip(r2, 0, 1)
+    chromatin = 1.0 + r.chromatin_contrast * rng.standard_normal(r2.shape)
+    if r.chromatin_grain_um > 0:   # granular chromatin: one smooth field over the canvas, read through each window
+        grain = _smooth_noise(_texture_rng(rng), shape, r.chromatin_grain_um * px, low_res=False)
+        chromatin = 1.0 + r.chromatin_contrast * grain[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+    rim = r.rim_base + r.rim_gain * np.clip(r2, 0, 1)
     density = soft * nuclei["dark"][:, None, None] * rim * chromatin
+    if r.nuclear_stain != 1.0:
+        density = density * r.nuclear_stain
     sel = soft > 0
     np.maximum.at(hema, (yy[sel], xx[sel]), density[sel])
     eosin[yy[sel], xx[sel]] *= 1.0 - 0.6 * soft[sel]
@@ -214,7 +277,7 @@ def _place_discs(rng, region, radii_fn, gap_px, n_candidates, max_count=None):
     return acc
 
 
-def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severity, tissue):
+def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severity, tissue, rendering=RENDERING):
     """Paint gland epithelium and lumina; returns the nuclei lining each gland."""
     h, w = shape
     parts = []
@@ -249,7 +312,7 @@ def _paint_glands(rng, shape, glands, px, hema, eosin, masks, neoplastic, severi
         epi = (rho < 1.0) & (rho >= lumen_scale) & inside
         lum = (rho < lumen_scale) & inside
         eosin[sub][epi] = 0.17 + 0.05 * rng.random() + (0.03 if neoplastic else 0.0)
-        hema[sub][epi] = 0.30 + (0.08 if neoplastic else 0.0)
+        hema[sub][epi] = rendering.epithelium_hema + (0.08 if neoplastic else 0.0)
         eosin[sub][lum] = 0.015 + 0.02 * (rng.random() < 0.35)   # some lumina hold pale secretion
         hema[sub][lum] = 0.004
         masks["glands"][sub] |= (rho < 1.0) & inside
@@ -295,15 +358,20 @@ def _check_um_per_px(um_per_px) -> float:
 
 def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_px=1.0, benign_glands=True,
                  gland_density=1.0, stroma_cellularity=1.0, theta=None, coherence=0.5, fat=None,
-                 lymphocytes=0.3, stain=None, artefacts=(), edge_um=25.0, spindle_tumour=False) -> Scene:
+                 lymphocytes=0.3, stain=None, artefacts=(), edge_um=25.0, spindle_tumour=False,
+                 rendering=None) -> Scene:
     """Render one H&E scene with its ground truth.
 
     tissue, tumour: H×W bool masks (default: all tissue, no tumour); severity: tumour grade 0–5 (scalar or map);
     theta / coherence: stroma fibre direction (radians) and alignment 0–1 (scalar or map); fat: bool mask of
     adipose tissue; stain: dict with ``h``, ``e`` intensity factors (per-slide staining variation);
     artefacts: any of "blur", "fold", "pen", "bubble"; spindle_tumour: neoplastic spindle cells in the stroma
-    (meningioma-like fascicles, used by the regression patches).
+    (meningioma-like fascicles, used by the regression patches); rendering: a :class:`Rendering` (default
+    :data:`RENDERING`), which changes the pixels and never the ground truth.
     """
+    r = RENDERING if rendering is None else rendering
+    if not isinstance(r, Rendering):
+        raise TypeError(f"rendering={rendering!r}: give a histology.Rendering (or None for the default).")
     h, w = int(shape[0]), int(shape[1])
     if h < 1 or w < 1:
         raise ValueError(f"shape={tuple(shape)}: a patch needs at least 1 × 1 pixels.")
@@ -324,13 +392,21 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
     masks["fat"] = fat.copy()
 
     # stroma: eosinophilic fibres with faint hematoxylin
-    fibres = _fibre_texture(rng, shape, theta, coherence_map, wavelength_px=max(4.0, 11.0 * px))
+    fibres = _fibre_texture(rng, shape, theta, coherence_map, wavelength_px=max(4.0, r.fibre_wavelength_um * px),
+                            length=r.fibre_length)
     # collagen bundles with pale clefts between them: a soft threshold of the fibre texture
-    looseness = 0.6 + 0.5 * _smooth_noise(rng, shape, 25 * px)   # denser and looser stroma in patches
-    bundles = 1.0 / (1.0 + np.exp(-2.5 * (fibres + looseness)))
-    eosin = np.where(tissue, 0.05 + 0.24 * bundles + 0.03 * _smooth_noise(rng, shape, 20 * px), 0.0)
+    looseness = r.looseness + 0.5 * _smooth_noise(rng, shape, 25 * px)   # denser and looser stroma in patches
+    bundles = 1.0 / (1.0 + np.exp(-r.bundle_sharpness * (fibres + looseness)))
+    eosin = np.where(tissue, r.cleft_eosin + r.bundle_eosin * bundles + 0.03 * _smooth_noise(rng, shape, 20 * px),
+                     0.0)
     eosin = np.clip(eosin, 0.02, None) * tissue
-    hema = np.where(tissue, 0.17 + 0.03 * _smooth_noise(rng, shape, 10 * px), 0.0)
+    hema = np.where(tissue, r.stroma_hema + 0.03 * _smooth_noise(rng, shape, 10 * px), 0.0)
+    if r.hema_follows_bundles > 0:
+        hema *= 1.0 - r.hema_follows_bundles * (1.0 - bundles)
+    presence = 1.0 - r.cleft_clearing * (1.0 - bundles)   # how much section there is between the bundles
+    if r.cleft_clearing > 0:
+        eosin *= presence
+        hema *= presence
 
     parts = []
     gland_free = tissue & ~fat
@@ -339,7 +415,7 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
         area_um2 = region.sum() / px**2
         n_cand = int(gland_density * area_um2 / 900) + 1
         glands = _place_discs(rng, region, lambda n: rng.uniform(22, 50, n) * px, 22 * px, n_cand)
-        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, False, severity_map, tissue))
+        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, False, severity_map, tissue, r))
     if tumour.any():
         sev_mean = float(severity_map[tumour].mean())
         region = tumour & ~fat
@@ -349,7 +425,7 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
         r_lo, r_hi = max(6.0, 24 - 3.6 * sev_mean), max(9.0, 34 - 4.4 * sev_mean)
         gap = max(2.0, 14 - 2.4 * sev_mean) * px
         glands = _place_discs(rng, region, lambda n: rng.uniform(r_lo, r_hi, n) * px, gap, n_cand)
-        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, True, severity_map, region))
+        parts.append(_paint_glands(rng, shape, glands, px, hema, eosin, masks, True, severity_map, region, r))
         # high grades: cords and sheets of tumour cells between the glands
         cord_weight = 1.0 / (1.0 + np.exp(-(severity_map - 3.3) * 2.2))
         cords = (_smooth_noise(rng, shape, 6 * px) > 1.2 - 1.9 * cord_weight) & region & ~masks["glands"]
@@ -393,12 +469,15 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
     if fat.any():
         _paint_fat(rng, fat, px, hema, eosin)
 
-    grain = 1.0 + 0.12 * rng.standard_normal(shape, dtype=np.float32)
+    grain = 1.0 + np.float32(r.stain_grain) * rng.standard_normal(shape, dtype=np.float32)
+    if r.stain_grain_um > 0:
+        grain = 1.0 + np.float32(r.stain_grain) * _smooth_noise(_texture_rng(rng), shape, r.stain_grain_um * px,
+                                                                low_res=False)
     eosin *= grain
     hema *= grain
     nuclei = _resolve_overlaps(_concat_nuclei(parts), shape)
     nuclei.pop("priority")
-    inst, types = _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue)
+    inst, types = _paint_nuclei(rng, shape, nuclei, hema, eosin, tissue, r, px)
 
     # tissue edge band: the outer rim of each tissue piece (crushed, often darker)
     if tissue.all():
@@ -408,11 +487,18 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
         masks["edge"] = tissue & (dist <= edge_um * px)
         hema *= np.where(masks["edge"], 1.15, 1.0)
 
-    rgb = _to_rgb(rng, hema * stain["h"], eosin * stain["e"], tissue)
+    if r.cleft_clearing > 0:   # the residual tint follows the section: less of it in the clefts of the stroma
+        cleft = stroma & ~tumour if not spindle_tumour else stroma
+        tissue_weight = np.where(cleft, presence, tissue.astype(np.float64))
+    else:
+        tissue_weight = tissue
+    rgb = _to_rgb(rng, hema * stain["h"], eosin * stain["e"], tissue_weight, r)
     for kind in artefacts:
         _apply_artefact(rng, kind, rgb, masks, px)
     rgb = np.clip(rgb, 0, 1)
     rgb8 = (rgb * 255 + 0.5).astype(np.uint8)
+    if r.jpeg_quality > 0:
+        rgb8 = _jpeg(rgb8, int(r.jpeg_quality))
 
     nuclear = inst > 0
     maps = {
@@ -420,6 +506,17 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
         "coherence": np.asarray(coherence_map, np.float32).copy(),
     }
     return Scene(rgb=rgb8, nuclei_instances=inst, nuclei_types=types, masks=masks, nuclei=nuclei, maps=maps)
+
+
+def _jpeg(rgb8, quality: int) -> np.ndarray:
+    """The image saved as JPEG and read back (Pillow, 4:2:0 chroma subsampling as scanners write SVS tiles)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb8).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
 def _paint_fat(rng, fat, px, hema, eosin):
@@ -435,7 +532,7 @@ def _paint_fat(rng, fat, px, hema, eosin):
     hema[ys, xs] = np.where(membrane, 0.02, 0.002)
 
 
-def _to_rgb(rng, hema, eosin, tissue):
+def _to_rgb(rng, hema, eosin, tissue, rendering=RENDERING):
     """Beer-Lambert composition through skimage's H&E-DAB stain matrix, with a little camera noise."""
     hed = np.zeros(hema.shape + (3,), np.float32)
     # density units → skimage's HED optical densities, calibrated on real H&E (rgb2hed percentiles of the
@@ -443,11 +540,12 @@ def _to_rgb(rng, hema, eosin, tissue):
     hed[..., 0] = H_UNIT * hema
     hed[..., 1] = E_UNIT * eosin
     # real scans leave a residual in skimage's third (DAB) channel; without it the colours are too magenta
-    hed[..., 2] = D_UNIT * (0.25 * tissue + 1.3 * eosin + 0.25 * hema)
+    hed[..., 2] = D_UNIT * (rendering.residual_base * tissue + 1.3 * eosin + 0.25 * hema)
     rgb = hed2rgb(hed).astype(np.float32)
     rgb = rgb * np.float32(0.96) + np.float32(0.02)  # scanner white level / black offset
-    rgb += np.float32(0.012) * rng.standard_normal(rgb.shape, dtype=np.float32)
-    return ndimage.gaussian_filter(rgb, sigma=(0.5, 0.5, 0))  # optics
+    rgb += np.float32(rendering.camera_noise) * rng.standard_normal(rgb.shape, dtype=np.float32)
+    sigma = rendering.optics_sigma_px
+    return ndimage.gaussian_filter(rgb, sigma=(sigma, sigma, 0))  # optics
 
 
 def _apply_artefact(rng, kind, rgb, masks, px):
@@ -509,13 +607,14 @@ def _star_polygon(rng, cy, cx, radius, n_vertices=18, irregularity=0.35):
 
 
 def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, artefacts=None, slide_id="",
-                 benign_glands=True) -> Slide:
+                 benign_glands=True, rendering=None) -> Slide:
     """A tissue section of ``size``×``size`` px with 0 (negative) or 1–3 tumour polygons (positive).
 
     Tumour sizes range from small foci to large areas (paper 002: small lesions are the hard cases);
     each tumour gets its own grade. Staining intensity varies from slide to slide. ``benign_glands=False`` leaves
     the benign glands out (stroma and fat around any tumour, as in tissue without glands such as the dermis); the
     section's outline, tumour polygons, fat and staining are drawn before the glands, so they stay those of the default.
+    ``rendering`` (a :class:`Rendering`) changes the pixels only: the annotations and masks stay those of the default.
     """
     if size < 64:
         raise ValueError(f"slide size {size} px is too small; use at least 64 px.")
@@ -562,7 +661,7 @@ def render_slide(seed, size=1536, positive=True, um_per_px=1.0, n_tumours=None, 
     stain = {"h": rng.uniform(0.8, 1.2), "e": rng.uniform(0.8, 1.2)}
     scene = render_patch(rng, shape, tissue=tissue, tumour=tumour, severity=severity, um_per_px=um_per_px,
                          benign_glands=bool(benign_glands), gland_density=rng.uniform(0.5, 1.0), theta=theta,
-                         coherence=coherence, fat=fat, stain=stain, artefacts=artefacts)
+                         coherence=coherence, fat=fat, stain=stain, artefacts=artefacts, rendering=rendering)
     return Slide(scene=scene, annotations=annotations, label=int(bool(positive)), severity=severities,
                  slide_id=slide_id)
 
