@@ -111,7 +111,7 @@ PROTOCOL = {"tile": TILE, "real_tiles_per_half": REAL_TILES_PER_HALF, "slides": 
             "dims": DIMS}
 
 
-def half_tiles(data_dir, half: int) -> tuple[dict, "np.ndarray"]:
+def half_tiles(data_dir, half: int) -> tuple:
     """Real tiles from the left (``half`` 0, validation) or right (1, test) half of every real image: name → tiles,
     and the field each tumour-field tile comes from."""
     import numpy as np
