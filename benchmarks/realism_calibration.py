@@ -73,9 +73,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 LOG = RESULTS / "realism_calibration_log.jsonl"
-TILE = 128                       # px at 1 µm/px, notebook 01's tiles
 REAL_TILES_PER_HALF = 75         # per skin source and half; the tumour fields give what their halves hold
-SLIDES, SLIDE_PX, PER_SLIDE = 12, 1024, 25
+# the same sections and tiles as that study: 12 sections of 1 024 px, 25 tiles of 128 px (1 µm/px) from each
+from realism_composition import PER_SLIDE, SLIDE_PX, SLIDES, TILE  # noqa: E402
 VALIDATION_SEED, TEST_SEED = 700_000, 800_000
 VALIDATION_DRAWS, TEST_DRAWS = 2, 3
 DIMS = 32
@@ -139,21 +139,9 @@ def half_tiles(data_dir, half: int) -> tuple:
 
 def simulated_tiles(first_seed: int, draw: int, rendering):
     """PER_SLIDE tissue tiles from each of SLIDES sections (two positive in three) rendered with ``rendering``."""
-    import numpy as np
+    from realism_composition import slide_tiles
 
-    from helpers.data import tissue
-    from helpers.simulate import histology
-
-    tiles, slide_of = [], []
-    for s in range(SLIDES):
-        slide = histology.render_slide(first_seed + 1_000 * draw + s, size=SLIDE_PX, positive=bool(s % 3),
-                                       rendering=rendering)
-        grid = tissue.tile_slide(slide.scene.masks["tissue"], TILE, TILE // 2, 0.5)["coords"]
-        pick = np.random.default_rng([draw, s]).choice(len(grid), min(PER_SLIDE, len(grid)), replace=False)
-        for y, x in np.asarray(grid)[pick]:
-            tiles.append(slide.scene.rgb[y: y + TILE, x: x + TILE])
-            slide_of.append(s)
-    return np.stack(tiles), np.asarray(slide_of)
+    return slide_tiles([first_seed + 1_000 * draw + s for s in range(SLIDES)], draw, rendering=rendering)
 
 
 def validation_score(data_dir, real_features, rendering) -> float:

@@ -135,15 +135,20 @@ def split_tiles(data_dir):
 
 def simulated_tiles(draw: int, composition: dict):
     """PER_SLIDE random tissue tiles from each of SLIDES simulated sections; the draw picks the slide seeds."""
+    return slide_tiles([10_000 * (draw + 1) + s for s in range(SLIDES)], draw, **composition)
+
+
+def slide_tiles(seeds, draw: int, **options):
+    """PER_SLIDE random tissue tiles (TILE px) from each section ``histology.render_slide(seed, SLIDE_PX, ...)``, two
+    positive in three unless ``options`` say otherwise; returns the tiles and the section (0, 1, ...) of each."""
     import numpy as np
 
     from helpers.data import tissue
     from helpers.simulate import histology
 
     tiles, slide_of = [], []
-    for s in range(SLIDES):
-        options = {"positive": bool(s % 3)} | composition
-        slide = histology.render_slide(10_000 * (draw + 1) + s, size=SLIDE_PX, **options)
+    for s, seed in enumerate(seeds):
+        slide = histology.render_slide(seed, size=SLIDE_PX, **({"positive": bool(s % 3)} | options))
         grid = tissue.tile_slide(slide.scene.masks["tissue"], TILE, TILE // 2, 0.5)["coords"]
         pick = np.random.default_rng([draw, s]).choice(len(grid), min(PER_SLIDE, len(grid)), replace=False)
         for y, x in np.asarray(grid)[pick]:
