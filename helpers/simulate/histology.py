@@ -509,7 +509,7 @@ def render_patch(rng, shape, *, tissue=None, tumour=None, severity=0.0, um_per_p
 
 
 def _jpeg(rgb8, quality: int) -> np.ndarray:
-    """The image saved as JPEG and read back (Pillow, 4:2:0 chroma subsampling as scanners write SVS tiles)."""
+    """The image saved as JPEG and read back (Pillow, its default 4:2:0 chroma subsampling), as a scanner stores tiles."""
     import io
 
     from PIL import Image
