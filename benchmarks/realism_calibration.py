@@ -55,7 +55,8 @@ alone 389 s, twice with the same numbers):
   615 / 559.
 - **Control**: the real tumour fields' right halves in the simulated seat score **0.530** (grey 0.568).
 - Reading:
-  - On the test halves the chosen rendering meets the issue's goal (≤ 0.75) for notebook 01's probe.
+  - On the test halves the chosen rendering meets the issue's goal (≤ 0.75) for notebook 01's probe on average.
+    Its draws run 0.667–0.758, so one lies just above the goal.
   - It stays far above real tissue in the same seat, and the three-source probe still tells it apart 0.915 of the
     time.
   - Part of the gain is the scanner's JPEG compression. The real sources carry it and the simulator lacked it.
