@@ -74,7 +74,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 LOG = RESULTS / "realism_calibration_log.jsonl"
-REAL_TILES_PER_HALF = 75         # per skin source and half; the tumour fields give what their halves hold
 # the same sections and tiles as that study: 12 sections of 1 024 px, 25 tiles of 128 px (1 µm/px) from each
 from realism_composition import PER_SLIDE, SLIDE_PX, SLIDES, TILE  # noqa: E402
 VALIDATION_SEED, TEST_SEED = 700_000, 800_000
@@ -107,7 +106,7 @@ CANDIDATES = {
     "optics_sigma_px": [0.3, 0.8],
     "jpeg_quality": [80, 60],
 }
-PROTOCOL = {"tile": TILE, "real_tiles_per_half": REAL_TILES_PER_HALF, "slides": SLIDES, "slide_px": SLIDE_PX,
+PROTOCOL = {"tile": TILE, "real_tiles_per_half": 75, "slides": SLIDES, "slide_px": SLIDE_PX,
             "per_slide": PER_SLIDE, "validation_seed": VALIDATION_SEED, "validation_draws": VALIDATION_DRAWS,
             "dims": DIMS}
 
@@ -118,18 +117,15 @@ def half_tiles(data_dir, half: int) -> tuple:
     import numpy as np
 
     from helpers import realism
-    from helpers.data import bundled, tissue
-    from realism_composition import skin_sources
+    from helpers.data import bundled
+    from realism_composition import split_tiles
 
     def cut(image):
         middle = image.shape[1] // 2
         return image[:, :middle] if half == 0 else image[:, middle:]
 
-    tiles = {}
-    for name, (image, tile_px) in skin_sources(data_dir).items():
-        part = cut(image)
-        tiles[name] = realism.real_tiles(part, tissue.tissue_mask_from_rgb(part), tile_px, REAL_TILES_PER_HALF,
-                                         half, TILE, 0.5)
+    # the skin sources' halves as the composition study's control cuts them (75 tiles each, seeded by the half)
+    tiles = {name: both[of_half == half] for name, (both, of_half) in split_tiles(data_dir).items()}
     field_px = int(round(TILE / bundled.TUMOUR_FIELDS_UM_PER_PX))
     fields = [cut(f) for f in bundled.load_real_tumour_fields(data_dir)]
     # a field's half holds only a dozen half-overlapping tiles: take them all
