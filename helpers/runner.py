@@ -5,6 +5,7 @@
     python -m helpers.runner 01 03           # only notebooks whose name starts with 01 or 03
     python -m helpers.runner --smoke --update-expected   # `make expected`: record the smoke references
     python -m helpers.runner --seed 1        # a default run at another seed → outputs/seeds/seed1/<stem>/
+    python -m helpers.runner --keep-seed-runs --seeds 1    # keep a finished seed run in tests/expected/seed_runs/
     python -m helpers.runner --record-seeds                # `make seeds`' last step: the seed study → tests/expected/
     python -m helpers.runner --record-tolerances           # `make tolerances`: spread over other numeric configurations
     python -m helpers.runner 07 --record-seeds             # one notebook's seed study (after its five default runs)
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION_FILE = "configuration.json"
 CODE_FILE = "code.json"        # which notebook and helpers made a run (code_fingerprint)
 EXPECTED = ROOT / "tests" / "expected"
+# Finished default runs at each seed, kept in the repository (small JSON, run times left out): a seed study whose
+# runs take longer than one sitting is finished in another checkout (`--keep-seed-runs`, read by `seed_study`).
+KEPT_SEED_RUNS = EXPECTED / "seed_runs"
 # The smoke references are compared at this relative tolerance (and 1e-12 absolute). Measured: two SMOKE runs
 # on one machine, with the caches cold (everything built) and warm (everything loaded), record identical
 # numbers, so anything wider would only hide changes; 1e-9 leaves room for the decimal round trip of JSON.
@@ -83,16 +87,80 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def _module_file(name: str) -> Path | None:
+    """The source file of module ``name`` (``helpers.x.y``) inside this project, or None."""
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_helpers(tree, package: str) -> set[str]:
+    """The ``helpers`` modules an abstract syntax tree imports (``package`` resolves relative imports)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".") if node.level else []
+            base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)     # `from helpers import env`
+    found = set()
+    for name in names:
+        if name.split(".")[0] != "helpers":
+            continue
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))   # a module's packages run first
+    return {name for name in found if _module_file(name) is not None}
+
+
+def helpers_modules(nb: Path) -> list[str]:
+    """Every ``helpers`` module a notebook's code reaches: the ones its cells import and, transitively, theirs.
+
+    Raises ValueError when a code cell cannot be parsed (after dropping IPython's ``%`` and ``!`` lines): the run's
+    code would then be unknown."""
+    import ast
+
+    cells = json.loads(Path(nb).read_text())["cells"]
+    todo = set()
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        try:
+            todo |= _imported_helpers(ast.parse("\n".join(lines)), "")
+        except SyntaxError as err:
+            raise ValueError(f"a code cell of {Path(nb).name} does not parse ({err}); its imports of helpers are "
+                             f"unknown, so the run's code cannot be fingerprinted: fix the cell") from None
+    seen = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = _module_file(name)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo |= _imported_helpers(ast.parse(path.read_text()), package) - seen
+    return sorted(seen)
+
+
 def code_fingerprint(nb: Path) -> dict:
     """What code made a run: sha256 of the notebook's cell sources (outputs and metadata left out) and of every
-    ``helpers`` module. A seed study is made of runs of one code (see :func:`seed_study`), and a seed run whose code
-    is the current one need not be repeated (``--reuse``)."""
+    ``helpers`` module the notebook reaches (:func:`helpers_modules`), so a change to another notebook's module
+    leaves this notebook's runs current. A seed study is made of runs of one code (see :func:`seed_study`), and a
+    seed run whose code is the current one need not be repeated (``--reuse``)."""
     import hashlib
 
     cells = json.loads(Path(nb).read_text())["cells"]
     notebook = hashlib.sha256(json.dumps([(c["cell_type"], "".join(c["source"])) for c in cells]).encode()).hexdigest()
     helpers = hashlib.sha256()
-    for path in sorted((ROOT / "helpers").rglob("*.py")):
+    for name in helpers_modules(nb):
+        path = _module_file(name)
         helpers.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return {"notebook": notebook, "helpers": helpers.hexdigest()}
 
@@ -407,23 +475,76 @@ def _covers_everything(values: list, bounds) -> bool:
     return False
 
 
+def kept_seed_run_file(stem: str, seed: int) -> Path:
+    """Where :func:`keep_seed_runs` keeps the default run of notebook ``stem`` at ``seed``."""
+    return KEPT_SEED_RUNS / stem / f"seed{seed}.json"
+
+
+def _seed_run(output_root: Path, stem: str, seed: int) -> dict | None:
+    """The default run at ``seed``: from the output folder when it holds one, else the kept one, else None. A dict
+    of metrics (run times left out), configuration, code and the claims' rows (claims.json)."""
+    folder = seed_run_dir(output_root, seed) / stem
+    if (folder / "metrics.json").exists():
+        def read(name, default=None):
+            return json.loads((folder / name).read_text()) if (folder / name).exists() else default
+        metrics = read("metrics.json")
+        return {"metrics": {k: v for k, v in sorted(metrics.items()) if not is_timing(k)},
+                "configuration": read(CONFIGURATION_FILE), "code": read(CODE_FILE), "claims": read("claims.json", [])}
+    kept = kept_seed_run_file(stem, seed)
+    return json.loads(kept.read_text()) if kept.exists() else None
+
+
+def is_current_kept_run(nb: Path, seed: int) -> bool:
+    """A run of ``nb`` at ``seed`` kept in tests/expected/seed_runs/ by the current code in this configuration."""
+    kept = kept_seed_run_file(nb.stem, seed)
+    if not kept.exists():
+        return False
+    run = json.loads(kept.read_text())
+    return run.get("code") == code_fingerprint(nb) and run.get("configuration") == env.configuration()
+
+
+def keep_seed_runs(output_root: Path = ROOT / "outputs", seeds=SEEDS, selection=()) -> tuple[list[Path], list[str]]:
+    """Copy each finished default run in ``output_root`` made by the current code into tests/expected/seed_runs/
+    (:func:`kept_seed_run_file`), so the seed study can be completed in another checkout of the same code. Returns
+    the files written and what was left out (missing runs, runs of older code) in words."""
+    written, left = [], []
+    for nb in notebooks(selection):
+        current = code_fingerprint(nb)
+        for seed in seeds:
+            folder = seed_run_dir(output_root, seed) / nb.stem
+            if not (folder / "metrics.json").exists():
+                left.append(f"{nb.stem} seed {seed}: no finished run in {folder}")
+                continue
+            run = _seed_run(output_root, nb.stem, seed)
+            if run["code"] != current:
+                left.append(f"{nb.stem} seed {seed}: made by other code than the current one; run it again")
+                continue
+            path = kept_seed_run_file(nb.stem, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(run, indent=1, ensure_ascii=False) + "\n")
+            written.append(path)
+    return written, left
+
+
 def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> dict:
-    """The default section's seed study for one notebook from its default runs at ``seeds``: every run's metrics,
-    each claim's label over the seeds (:func:`claim_label`) with the verdicts seen, and, for the numbers the claims
-    rest on, the range the seeds span widened by half their spread on each side (numbers whose range would contain
-    every possible value are listed as unchecked instead), and the configuration the runs were made in."""
-    runs, configurations, codes = {}, {}, {}
+    """The default section's seed study for one notebook from its default runs at ``seeds`` (each from the output
+    folder, or kept in tests/expected/seed_runs/ by :func:`keep_seed_runs`): every run's metrics, each claim's label
+    over the seeds (:func:`claim_label`) with the verdicts seen, and, for the numbers the claims rest on, the range
+    the seeds span widened by half their spread on each side (numbers whose range would contain every possible
+    value are listed as unchecked instead), and the configuration the runs were made in."""
+    runs, configurations, codes, claim_rows = {}, {}, {}, {}
     for seed in seeds:
-        folder = seed_run_dir(output_root, seed) / stem
-        path = folder / "metrics.json"
-        if not path.exists():
-            raise FileNotFoundError(f"no default run at seed {seed} for {stem} ({path}); run `make run` (seed 0) and "
-                                    f"`python -m helpers.runner --seed {seed} --output {seed_run_dir(output_root, seed)}`.")
-        metrics = json.loads(path.read_text())
-        runs[str(seed)] = {k: v for k, v in sorted(metrics.items()) if not is_timing(k)}
-        if (folder / CONFIGURATION_FILE).exists():
-            configurations[str(seed)] = json.loads((folder / CONFIGURATION_FILE).read_text())
-        codes[str(seed)] = json.loads((folder / CODE_FILE).read_text()) if (folder / CODE_FILE).exists() else None
+        run = _seed_run(output_root, stem, seed)
+        if run is None:
+            raise FileNotFoundError(
+                f"no default run at seed {seed} for {stem} ({seed_run_dir(output_root, seed) / stem / 'metrics.json'}, "
+                f"nor kept in {kept_seed_run_file(stem, seed)}); run `make run` (seed 0) and "
+                f"`python -m helpers.runner --seed {seed} --output {seed_run_dir(output_root, seed)}`.")
+        runs[str(seed)] = run["metrics"]
+        if run.get("configuration") is not None:
+            configurations[str(seed)] = run["configuration"]
+        codes[str(seed)] = run.get("code")
+        claim_rows[str(seed)] = run.get("claims") or []
     distinct_code = {json.dumps(c, sort_keys=True) for c in codes.values()}
     if len(distinct_code) > 1:
         groups = {}
@@ -440,9 +561,7 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
         effects = [m.get("effect_" + name[len("claim_"):]) for m in runs.values()]
         labels[name] = claim_label(verdicts, effects if any(e is not None for e in effects) else None)
         seen[name] = sorted({v for v in verdicts if isinstance(v, bool)})
-    claims_file = seed_run_dir(output_root, seeds[0]) / stem / "claims.json"
-    evidence = sorted({e for row in (json.loads(claims_file.read_text()) if claims_file.exists() else [])
-                       for e in row["evidence"]})
+    evidence = sorted({e for row in claim_rows[str(seeds[0])] for e in row["evidence"]})
     key_numbers, unchecked = {}, {}
     for name in evidence:
         values = [m.get(name) for m in runs.values()]
@@ -568,6 +687,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=_seed_value, nargs="+", default=list(SEEDS),
                         help=f"with --record-seeds: the seeds whose default runs form the study (default "
                              f"{' '.join(map(str, SEEDS))})")
+    parser.add_argument("--keep-seed-runs", action="store_true",
+                        help="copy the finished default runs at --seeds made by the current code into "
+                             "tests/expected/seed_runs/, so the seed study can be finished in another checkout")
     parser.add_argument("--record-tolerances", action="store_true",
                         help="`make tolerances`: smoke runs under other numeric configurations → the measured spread "
                              "in tests/expected/ (output: outputs/smoke/configurations/)")
@@ -590,6 +712,13 @@ def main(argv=None) -> int:
         return 0
     if args.output is None:
         args.output = str(default_output_root(args.smoke, args.seed, args.record_seeds))
+    if args.keep_seed_runs:
+        written, left = keep_seed_runs(Path(args.output or ROOT / "outputs"), tuple(args.seeds), args.select)
+        for path in written:
+            print(f"seed run kept: {path.relative_to(ROOT)}")
+        for line in left:
+            print(f"not kept: {line}")
+        return 0
     if args.record_seeds:
         for path in record_seed_study(Path(args.output), tuple(args.seeds), args.select):
             print(f"seed study written: {path.relative_to(ROOT)}")
@@ -602,6 +731,10 @@ def main(argv=None) -> int:
     for nb in todo:
         if args.reuse and args.seed is not None and is_current_run(Path(args.output) / nb.stem, nb):
             print(f"{nb.name}: the run in {args.output} is from the current code; kept", flush=True)
+            continue
+        if args.reuse and args.seed is not None and is_current_kept_run(nb, args.seed):
+            print(f"{nb.name}: the run kept in {kept_seed_run_file(nb.stem, args.seed).relative_to(ROOT)} is from "
+                  f"the current code; not repeated", flush=True)
             continue
         print(f"running {nb.name} …", flush=True)
         started = time.perf_counter()

@@ -375,6 +375,52 @@ def test_seed_study_refuses_runs_of_different_code(tmp_path):
         runner.seed_study("99_demo", tmp_path, (0, 1, 2))
 
 
+def test_seed_runs_kept_in_the_repository_finish_a_study_in_another_checkout(tmp_path, monkeypatch):
+    """A seed run kept by --keep-seed-runs stands in for a missing output folder; a run of other code is not kept."""
+    monkeypatch.setattr(runner, "KEPT_SEED_RUNS", tmp_path / "kept")
+    nb = next(n for n in NOTEBOOKS if n.stem.startswith("07"))
+    code = runner.code_fingerprint(nb)
+    for seed, (auc, made_by) in enumerate(((0.91, code), (0.93, code), (0.95, {"notebook": "old", "helpers": "h"}))):
+        folder = runner.seed_run_dir(tmp_path / "out", seed) / nb.stem
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"auc": auc, "claim_high": True, "seconds": 7.0}))
+        (folder / "claims.json").write_text(json.dumps([{"name": "high", "evidence": ["auc"]}]))
+        (folder / runner.CONFIGURATION_FILE).write_text(json.dumps(runner.env.configuration()))
+        (folder / runner.CODE_FILE).write_text(json.dumps(made_by))
+    written, left = runner.keep_seed_runs(tmp_path / "out", (0, 1, 2, 3), ["07"])
+    assert [p.name for p in written] == ["seed0.json", "seed1.json"]
+    assert any("seed 2: made by other code" in line for line in left) and any("seed 3: no finished" in line
+                                                                               for line in left)
+    kept = json.loads(runner.kept_seed_run_file(nb.stem, 1).read_text())
+    assert kept["metrics"] == {"auc": 0.93, "claim_high": True} and kept["code"] == code      # run times left out
+    assert runner.is_current_kept_run(nb, 1) and not runner.is_current_kept_run(nb, 2)
+    shutil.rmtree(tmp_path / "out")                                  # another checkout: only the kept runs
+    study = runner.seed_study(nb.stem, tmp_path / "out", (0, 1))
+    assert study["seeds"] == {"0": {"auc": 0.91, "claim_high": True}, "1": {"auc": 0.93, "claim_high": True}}
+    assert study["key_numbers"]["auc"] == pytest.approx([0.90, 0.94])      # the evidence came from the kept rows
+    with pytest.raises(FileNotFoundError, match="nor kept in"):
+        runner.seed_study(nb.stem, tmp_path / "out", (0, 1, 2))
+
+
+def test_a_runs_code_is_the_notebook_and_the_helpers_modules_it_reaches(tmp_path):
+    modules = {nb.stem[:2]: set(runner.helpers_modules(nb)) for nb in NOTEBOOKS}
+    assert "helpers.simulate.histology" in modules["01"] and "helpers.simulate.histology" not in modules["07"]
+    assert "helpers.methods.sarcoidosis.registration" in modules["07"] and not any(
+        m.startswith("helpers.methods.sarcoidosis") for m in modules["02"])
+    assert {"helpers", "helpers.env", "helpers.report"} <= modules["05"]
+    # reached through another module, not imported by the notebook itself: the caches and the pixel convention
+    nb = {"cells": [{"cell_type": "code", "source": ["%matplotlib inline\n", "from helpers.simulate import ct\n"]}]}
+    path = tmp_path / "a.ipynb"
+    path.write_text(json.dumps(nb))
+    reached = set(runner.helpers_modules(path))
+    assert {"helpers", "helpers.simulate", "helpers.simulate.ct"} <= reached
+    assert "helpers.simulate.histology" not in reached and "helpers.runner" not in reached
+    nb["cells"][0]["source"].append("def broken(:\n")
+    path.write_text(json.dumps(nb))
+    with pytest.raises(ValueError, match="a.ipynb does not parse"):
+        runner.helpers_modules(path)
+
+
 def test_code_fingerprint_follows_cell_sources_not_outputs(tmp_path):
     nb = json.loads(NOTEBOOKS[0].read_text())
     first = tmp_path / "a.ipynb"
