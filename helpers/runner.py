@@ -519,6 +519,14 @@ def keep_seed_runs(output_root: Path = ROOT / "outputs", seeds=SEEDS, selection=
             if run["code"] != current:
                 left.append(f"{nb.stem} seed {seed}: made by other code than the current one; run it again")
                 continue
+            # what papermill gave the run (the executed copy's metadata): a default run at this seed, nothing else
+            executed = folder / nb.name
+            parameters = json.loads(executed.read_text()).get("metadata", {}).get("papermill", {}).get(
+                "parameters", {}) if executed.exists() else None
+            if parameters is None or parameters.get("SMOKE") or parameters.get("SEED", 0) != seed:
+                left.append(f"{nb.stem} seed {seed}: the run in {folder} is not a default run at seed {seed} "
+                            f"(papermill parameters: {parameters}); run it again")
+                continue
             path = kept_seed_run_file(nb.stem, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(run, indent=1, ensure_ascii=False) + "\n")

@@ -387,10 +387,16 @@ def test_seed_runs_kept_in_the_repository_finish_a_study_in_another_checkout(tmp
         (folder / "claims.json").write_text(json.dumps([{"name": "high", "evidence": ["auc"]}]))
         (folder / runner.CONFIGURATION_FILE).write_text(json.dumps(runner.env.configuration()))
         (folder / runner.CODE_FILE).write_text(json.dumps(made_by))
-    written, left = runner.keep_seed_runs(tmp_path / "out", (0, 1, 2, 3), ["07"])
+        parameters = {"SMOKE": False, "OUTPUT_DIR": str(folder)} | ({"SEED": seed} if seed else {})
+        (folder / nb.name).write_text(json.dumps({"metadata": {"papermill": {"parameters": parameters}}}))
+    mislabelled = runner.seed_run_dir(tmp_path / "out", 4) / nb.stem           # a seed-1 run in seed 4's folder
+    shutil.copytree(runner.seed_run_dir(tmp_path / "out", 1) / nb.stem, mislabelled)
+    written, left = runner.keep_seed_runs(tmp_path / "out", (0, 1, 2, 3, 4), ["07"])
     assert [p.name for p in written] == ["seed0.json", "seed1.json"]
     assert any("seed 2: made by other code" in line for line in left) and any("seed 3: no finished" in line
                                                                                for line in left)
+    assert any("seed 4: the run in" in line and "not a default run at seed 4" in line for line in left)
+    shutil.rmtree(mislabelled)
     kept = json.loads(runner.kept_seed_run_file(nb.stem, 1).read_text())
     assert kept["metrics"] == {"auc": 0.93, "claim_high": True} and kept["code"] == code      # run times left out
     assert runner.is_current_kept_run(nb, 1) and not runner.is_current_kept_run(nb, 2)
