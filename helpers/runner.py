@@ -590,6 +590,7 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
                      "no claim the study lacks; the numbers the claims rest on must fall in the range the "
                      "seeds span, widened by half that spread on each side (except those listed as unchecked).",
             "configuration": json.loads(distinct.pop()) if len(distinct) == 1 else None,
+            "code": codes[str(seeds[0])],          # one code made every run (checked above)
             "required": required, "claims": labels, "verdicts_seen": seen, "key_numbers": key_numbers,
             "unchecked": unchecked, "seeds": runs}
 
@@ -607,11 +608,17 @@ def record_seed_study(output_root: Path = ROOT / "outputs", seeds=SEEDS, selecti
     return written
 
 
-def check_default_run(metrics: dict, default: dict) -> list[str]:
+def check_default_run(metrics: dict, default: dict, code: dict | None = None) -> list[str]:
     """Problems of a recorded default run against the seed study: any claim whose verdict none of the seeds gave (or,
     for a claim whose direction agreed at every seed, whose effect turned), a key number outside the seeds' range,
-    a required name missing, a claim the seed study does not know (the study is older than the notebook)."""
-    problems = [f"{name} not recorded" for name in default.get("required", []) if name not in metrics]
+    a required name missing, a claim the seed study does not know (the study is older than the notebook). ``code``:
+    the run's code.json; when the study records another code, that comes first, since it explains what follows."""
+    problems = []
+    if code is not None and default.get("code") is not None and code != default["code"]:
+        changed = " and ".join(part for part in ("notebook", "helpers") if code.get(part) != default["code"].get(part))
+        problems.append(f"the seed study was recorded with other code (the {changed} changed since): what follows "
+                        f"compares two versions, not two runs; record the study again (`make seeds`)")
+    problems += [f"{name} not recorded" for name in default.get("required", []) if name not in metrics]
     problems += [f"{name} is not in the seed study (recorded before this claim existed): rerun `make seeds`"
                  for name in sorted(metrics) if name.startswith("claim_") and name not in default.get("claims", {})]
     seen_by_claim = default.get("verdicts_seen", {})

@@ -299,8 +299,20 @@ def test_recorded_default_run(nb_path):
         pytest.skip("no default run recorded yet (run `make run`)")
     metrics = json.loads(path.read_text())
     default = json.loads((EXPECTED / f"{nb_path.stem}.json").read_text())["default"]
-    problems = runner.check_default_run(metrics, default)
+    code_file = path.parent / runner.CODE_FILE
+    problems = runner.check_default_run(metrics, default,
+                                        json.loads(code_file.read_text()) if code_file.exists() else None)
     assert not problems, "; ".join(problems)
+
+
+def test_default_check_says_first_when_the_seed_study_is_of_other_code():
+    default = {"claims": {"claim_x": "holds"}, "key_numbers": {"auc": [0.8, 0.9]},
+               "code": {"notebook": "n1", "helpers": "h1"}}
+    assert runner.check_default_run({"claim_x": True, "auc": 0.85}, default, {"notebook": "n1", "helpers": "h1"}) == []
+    problems = runner.check_default_run({"claim_x": True, "auc": 0.95}, default, {"notebook": "n1", "helpers": "h2"})
+    assert problems[0].startswith("the seed study was recorded with other code (the helpers changed since)")
+    assert problems[1].startswith("auc = ") and len(problems) == 2
+    assert runner.check_default_run({"claim_x": True, "auc": 0.85}, default) == []      # no code.json: numbers only
 
 
 def test_default_checks_catch_a_flipped_claim_and_a_number_out_of_range():
@@ -370,7 +382,8 @@ def test_seed_study_refuses_runs_of_different_code(tmp_path):
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps({"auc": 0.9, "claim_x": True}))
         (folder / runner.CODE_FILE).write_text(json.dumps(code))
-    assert runner.seed_study("99_demo", tmp_path, (0, 1))["claims"] == {"claim_x": "holds"}
+    study = runner.seed_study("99_demo", tmp_path, (0, 1))
+    assert study["claims"] == {"claim_x": "holds"} and study["code"] == {"notebook": "a", "helpers": "h"}
     with pytest.raises(ValueError, match=r"different code \(seeds 0, 1 \| 2\)"):
         runner.seed_study("99_demo", tmp_path, (0, 1, 2))
 
