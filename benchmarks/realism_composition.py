@@ -8,7 +8,8 @@ Both real sources are **skin**. The simulator renders glandular tissue (the pros
 000). So part of what the report measures may be the organ, not the rendering.
 
 This study separates the two. It renders the same simulated sections (seeded, 1 024 px, two positive slides in
-three) in three tissue compositions, with the rendering untouched:
+three) in three tissue compositions, with the rendering untouched (simulator version 6's, kept as
+``histology.RENDERING_VERSION_6`` since the calibration of ``realism_calibration.py`` changed the default):
 
 - ``as notebook 01``: benign glands, tumour glands and stroma (``histology.render_slide`` defaults);
 - ``no benign glands``: the same sections with ``benign_glands=False`` (tumour and stroma);
@@ -134,8 +135,13 @@ def split_tiles(data_dir):
 
 
 def simulated_tiles(draw: int, composition: dict):
-    """PER_SLIDE random tissue tiles from each of SLIDES simulated sections; the draw picks the slide seeds."""
-    return slide_tiles([10_000 * (draw + 1) + s for s in range(SLIDES)], draw, **composition)
+    """PER_SLIDE random tissue tiles from each of SLIDES simulated sections; the draw picks the slide seeds. Rendered
+    as simulator version 6 (``histology.RENDERING_VERSION_6``): this study, recorded before the calibration it led to,
+    keeps measuring what it measured."""
+    from helpers.simulate import histology
+
+    return slide_tiles([10_000 * (draw + 1) + s for s in range(SLIDES)], draw,
+                       **({"rendering": histology.RENDERING_VERSION_6} | composition))
 
 
 def slide_tiles(seeds, draw: int, **options):

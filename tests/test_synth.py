@@ -129,6 +129,32 @@ def test_rendering_knobs_change_the_pixels_and_never_the_ground_truth():
         assert np.array_equal(default.scene.nuclei[key], other.scene.nuclei[key]), key
 
 
+def test_version_7_is_version_6_with_the_three_calibrated_knobs():
+    import dataclasses
+
+    old, new = dataclasses.asdict(histology.RENDERING_VERSION_6), dataclasses.asdict(histology.RENDERING)
+    assert histology.SIMULATOR_VERSION == 7
+    assert {k: (old[k], new[k]) for k in old if old[k] != new[k]} == {
+        "stroma_hema": (0.17, 0.1), "epithelium_hema": (0.30, 0.12), "jpeg_quality": (0, 80)}
+
+
+def test_the_jpeg_step_gives_the_same_pixels_on_every_simd_path():
+    """libjpeg-turbo picks SIMD code by CPU; its integer DCT must give the same bytes without SIMD (JSIMD_FORCENONE),
+    or a simulated tile would depend on the machine."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from helpers.simulate import histology; "
+            "print(hashlib.sha256(histology.render_slide(5, size=256).scene.rgb.tobytes()).hexdigest())")
+    digests = {}
+    for force in ("", "JSIMD_FORCENONE", "JSIMD_FORCESSE2"):
+        variables = {k: v for k, v in os.environ.items() if not k.startswith("JSIMD_")} | ({force: "1"} if force else {})
+        digests[force or "default"] = subprocess.run([sys.executable, "-c", code], env=variables, check=True,
+                                                     capture_output=True, text=True).stdout.strip()
+    assert len(set(digests.values())) == 1, digests
+
+
 def test_rendering_knobs_refuse_bad_values():
     with pytest.raises(ValueError, match="camera_noise"):
         histology.Rendering(camera_noise=-0.1)

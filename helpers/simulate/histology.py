@@ -26,7 +26,7 @@ from skimage.draw import polygon as draw_polygon
 from ..data.formats import GRADES, grade_index
 
 # Bump when the rendering changes: caches record it, so images of an older simulator are never reused.
-SIMULATOR_VERSION = 6
+SIMULATOR_VERSION = 7
 
 NUCLEUS_TYPES = {0: "background", 1: "neoplastic", 2: "non-neoplastic"}
 H_UNIT, E_UNIT, D_UNIT = 0.11, 0.17, 0.06
@@ -39,9 +39,10 @@ class Rendering:
 
     These knobs change only intensities, never geometry: every mask, nucleus and annotation of a scene is the same
     whatever they are (the random draws that place things are never skipped or reordered; the extra noise fields
-    some knobs need come from a child of the scene's generator). The defaults are the simulator as it has been
-    since version 6; ``benchmarks/realism_calibration.py`` searches them against real H&E (issue 33, item 4).
-    Lengths are in micrometres, except ``optics_sigma_px``.
+    some knobs need come from a child of the scene's generator). The defaults are simulator version 7: version 6
+    (:data:`RENDERING_VERSION_6`) with the three changes ``benchmarks/realism_calibration.py`` chose against real
+    H&E on validation halves (paler stroma and epithelium haematoxylin, the scan saved as JPEG at quality 80; issue
+    33, item 4). Lengths are in micrometres, except ``optics_sigma_px``.
     """
 
     fibre_wavelength_um: float = 11.0   # spacing of the stroma fibres
@@ -50,10 +51,10 @@ class Rendering:
     bundle_sharpness: float = 2.5       # slope of that threshold: higher = crisper bundle edges
     cleft_eosin: float = 0.05           # eosin between the bundles
     bundle_eosin: float = 0.24          # eosin added inside a bundle
-    stroma_hema: float = 0.17           # haematoxylin background of the stroma
+    stroma_hema: float = 0.1            # haematoxylin background of the stroma (version 6: 0.17)
     hema_follows_bundles: float = 0.0   # 0: haematoxylin background everywhere; 1: only inside the bundles
     cleft_clearing: float = 0.0         # share of every stain (and the residual tint) missing between bundles: 1 = glass
-    epithelium_hema: float = 0.30       # haematoxylin of gland epithelium (cytoplasm), neoplastic glands +0.08
+    epithelium_hema: float = 0.12       # haematoxylin of gland epithelium (cytoplasm), neoplastic +0.08 (v6: 0.30)
     chromatin_contrast: float = 0.15    # std of the multiplicative chromatin texture inside nuclei
     chromatin_grain_um: float = 0.0     # its correlation length (0: independent from pixel to pixel)
     rim_base: float = 0.8               # nuclear stain at the centre ...
@@ -64,7 +65,7 @@ class Rendering:
     residual_base: float = 0.25         # the third (DAB) channel's residual over all tissue, clefts and lumina too
     camera_noise: float = 0.012         # std of the additive noise per RGB channel
     optics_sigma_px: float = 0.5        # Gaussian blur of the optics, in pixels
-    jpeg_quality: float = 0.0           # 0: none; 1–100: the scan saved as JPEG at this quality (as SVS tiles are)
+    jpeg_quality: float = 80            # 0: none; 1–100: the scan saved as JPEG at this quality, as SVS tiles are (v6: 0)
 
     def __post_init__(self):
         for name, value in vars(self).items():
@@ -82,6 +83,8 @@ class Rendering:
 
 
 RENDERING = Rendering()   # what every render_* function uses unless told otherwise
+# The rendering before the calibration: the calibration's starting point, and the "before" of every moved number.
+RENDERING_VERSION_6 = Rendering(stroma_hema=0.17, epithelium_hema=0.30, jpeg_quality=0)
 
 
 def _texture_rng(rng):
