@@ -375,6 +375,7 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
     it — for a configuration only another machine has (another processor vendor)."""
     configurations = configurations or {k: v for k, v in TOLERANCE_CONFIGURATIONS.items() if k != "portable"}
     runs: dict = {}
+    failed: dict = {}     # a smoke run that stops with an error in a configuration is a finding, recorded as such
     for label, variables in configurations.items():
         with _environment(variables):
             for nb in notebooks(selection):
@@ -383,13 +384,21 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
                 if not (reuse and done.exists() and (out_dir / "metrics.json").exists()
                         and json.loads(done.read_text()) == env.configuration()):
                     print(f"running {nb.name} in configuration {label} …", flush=True)
-                    out_dir, _ = run_notebook(nb, Path(output_root) / label, smoke=True)
+                    try:
+                        out_dir, _ = run_notebook(nb, Path(output_root) / label, smoke=True)
+                    except Exception as err:  # noqa: BLE001 - the other notebooks and configurations still count
+                        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+                        failed.setdefault(nb.stem, {})[label] = lines[-1] if lines else repr(err)
+                        print(f"{nb.name} stopped with an error in configuration {label}: "
+                              f"{failed[nb.stem][label]}", flush=True)
+                        continue
                 runs.setdefault(nb.stem, {})[label] = {
                     "metrics": json.loads((out_dir / "metrics.json").read_text()),
                     "configuration": json.loads((out_dir / CONFIGURATION_FILE).read_text()),
                     "variables": variables}
     written = []
-    for stem, found in runs.items():
+    for stem in sorted(set(runs) | set(failed)):
+        found = runs.get(stem, {})
         path = EXPECTED / f"{stem}.json"
         expected = json.loads(path.read_text())
         smoke = expected["smoke"]
@@ -410,6 +419,9 @@ def record_tolerances(output_root: Path, selection=(), configurations=None, reus
             "numbers": dict(sorted(numbers.items())),
             **({"missing": sorted(missing)} if missing else {}),
         }
+        stopped = {**recorded.get("failed", {}), **failed.get(stem, {})}
+        if stopped:      # configuration → the error the smoke run stopped with there (no spread measured for it)
+            smoke["tolerances"]["failed"] = dict(sorted(stopped.items()))
         path.write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
         written.append(path)
     return written

@@ -421,6 +421,35 @@ def test_seed_runs_kept_in_the_repository_finish_a_study_in_another_checkout(tmp
         runner.seed_study(nb.stem, tmp_path / "out", (0, 1, 2))
 
 
+def test_tolerances_record_the_spread_and_a_configuration_where_the_smoke_run_stopped(tmp_path, monkeypatch):
+    """record_tolerances with the runs faked: the spread of the configuration that ran, the error of the one that
+    stopped (recorded, not aborting the others)."""
+    stem = NOTEBOOKS[0].stem
+    monkeypatch.setattr(runner, "EXPECTED", tmp_path / "expected")
+    (tmp_path / "expected").mkdir()
+    (tmp_path / "expected" / f"{stem}.json").write_text(json.dumps({"smoke": runner.smoke_reference(
+        {"auc": 0.90, "claim_x": True, "n": 4})}))
+
+    def fake_run(nb, root, smoke=False):
+        label = Path(root).name
+        if label == "native-avx2":
+            raise RuntimeError("Traceback …\nValueError: the model makes 0 positive and 120 negative decisions")
+        out = Path(root) / nb.stem
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"auc": 0.87, "claim_x": True, "n": 5}))
+        (out / runner.CONFIGURATION_FILE).write_text(json.dumps({"numeric_mode": "native"}))
+        return out, 1.0
+
+    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    chosen = {k: runner.TOLERANCE_CONFIGURATIONS[k] for k in ("native", "native-avx2")}
+    runner.record_tolerances(tmp_path / "runs", [stem[:2]], chosen)
+    tolerances = json.loads((tmp_path / "expected" / f"{stem}.json").read_text())["smoke"]["tolerances"]
+    assert set(tolerances["configurations"]) == {"native"}
+    assert tolerances["numbers"]["auc"] == pytest.approx(0.03) and tolerances["numbers"]["n"] == {"seen": [4, 5]}
+    assert "claim_x" not in tolerances["numbers"]                                      # did not move: stays exact
+    assert tolerances["failed"] == {"native-avx2": "ValueError: the model makes 0 positive and 120 negative decisions"}
+
+
 def test_a_runs_code_is_the_notebook_and_the_helpers_modules_it_reaches(tmp_path):
     modules = {nb.stem[:2]: set(runner.helpers_modules(nb)) for nb in NOTEBOOKS}
     assert "helpers.simulate.histology" in modules["01"] and "helpers.simulate.histology" not in modules["07"]
