@@ -737,10 +737,12 @@ def main(argv=None) -> int:
         for path in record_tolerances(root, args.select, chosen, reuse=args.reuse, merge=args.merge):
             print(f"tolerances written: {path.relative_to(ROOT)}")
         return 0
+    if args.keep_seed_runs and args.seed is not None:
+        parser.error("--keep-seed-runs keeps the runs at --seeds (e.g. --seeds 1 2); --seed starts a run")
     if args.output is None:
-        args.output = str(default_output_root(args.smoke, args.seed, args.record_seeds))
+        args.output = str(default_output_root(args.smoke, args.seed, args.record_seeds or args.keep_seed_runs))
     if args.keep_seed_runs:
-        written, left = keep_seed_runs(Path(args.output or ROOT / "outputs"), tuple(args.seeds), args.select)
+        written, left = keep_seed_runs(Path(args.output), tuple(args.seeds), args.select)
         for path in written:
             print(f"seed run kept: {path.relative_to(ROOT)}")
         for line in left:

@@ -493,6 +493,12 @@ def test_code_fingerprint_follows_cell_sources_not_outputs(tmp_path):
     assert runner.is_current_run(out, first) and not runner.is_current_run(out, NOTEBOOKS[0])
 
 
+def test_runner_keeps_seed_runs_named_by_seeds_not_by_seed(capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["--keep-seed-runs", "--seed", "1"])
+    assert "--seeds" in capsys.readouterr().err
+
+
 def test_runner_refuses_a_negative_seed(capsys):
     with pytest.raises(SystemExit):
         runner.main(["--seed", "-1"])
