@@ -388,6 +388,20 @@ def test_seed_study_refuses_runs_of_different_code(tmp_path):
         runner.seed_study("99_demo", tmp_path, (0, 1, 2))
 
 
+def test_seed_study_says_which_seed_ran_in_which_configuration_when_they_differ(tmp_path):
+    intel = {"numeric_mode": "portable", "machine": "x86_64"}
+    amd = {**intel, "processor_vendor": "AuthenticAMD"}
+    for seed, configuration in ((0, amd), (1, amd), (2, intel)):
+        folder = runner.seed_run_dir(tmp_path, seed) / "99_demo"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"auc": 0.9, "claim_x": True}))
+        (folder / runner.CONFIGURATION_FILE).write_text(json.dumps(configuration))
+    same = runner.seed_study("99_demo", tmp_path, (0, 1))
+    assert same["configuration"] == amd and "configurations" not in same
+    mixed = runner.seed_study("99_demo", tmp_path, (0, 1, 2))
+    assert mixed["configuration"] is None and mixed["configurations"] == {"0": amd, "1": amd, "2": intel}
+
+
 def test_seed_runs_kept_in_the_repository_finish_a_study_in_another_checkout(tmp_path, monkeypatch):
     """A seed run kept by --keep-seed-runs stands in for a missing output folder; a run of other code is not kept."""
     monkeypatch.setattr(runner, "KEPT_SEED_RUNS", tmp_path / "kept")
