@@ -551,8 +551,9 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
     folder, or kept in tests/expected/seed_runs/ by :func:`keep_seed_runs`): every run's metrics, each claim's label
     over the seeds (:func:`claim_label`) with the verdicts seen, and, for the numbers the claims rest on, the range
     the seeds span widened by half their spread on each side (numbers whose range would contain every possible
-    value are listed as unchecked instead), and the configuration the runs were made in (``configuration``; when
-    the runs were made in more than one, it is None and ``configurations`` gives each seed's)."""
+    value are listed as unchecked instead), and the configuration the runs were made in (``configuration``). When
+    the runs were made in more than one, ``configurations`` gives each seed's and ``configuration`` is the first
+    seed's: the run a default run (seed 0) is compared with, so the book says whether to expect its numbers exactly."""
     runs, configurations, codes, claim_rows = {}, {}, {}, {}
     for seed in seeds:
         run = _seed_run(output_root, stem, seed)
@@ -596,8 +597,10 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
                 key_numbers[name] = spread
     distinct = {json.dumps(c, sort_keys=True) for c in configurations.values()}
     # runs kept over several sittings can come from machines of another processor vendor (in the portable mode a
-    # vendor other than Intel is part of the configuration): say which seed ran where instead of nothing
+    # vendor other than Intel is part of the configuration): say which seed ran where, and compare a default run with
+    # the configuration of the study's own seed-0 run, the one whose numbers it should equal
     mixed = {"configurations": configurations} if len(distinct) > 1 else {}
+    configuration = json.loads(distinct.pop()) if len(distinct) == 1 else configurations.get(str(seeds[0]))
     # every name each seed recorded: a rename or a dropped metric shows up in the default-run check
     required = sorted(set.intersection(*(set(m) for m in runs.values())))
     return {"about": f"Default runs at seeds {', '.join(map(str, seeds))} (`make seeds`). Each claim is labelled "
@@ -605,7 +608,7 @@ def seed_study(stem: str, output_root: Path = ROOT / "outputs", seeds=SEEDS) -> 
                      "must record every name the seeds recorded, give each claim a verdict the seeds gave, and record "
                      "no claim the study lacks; the numbers the claims rest on must fall in the range the "
                      "seeds span, widened by half that spread on each side (except those listed as unchecked).",
-            "configuration": json.loads(distinct.pop()) if len(distinct) == 1 else None, **mixed,
+            "configuration": configuration, **mixed,
             "code": codes[str(seeds[0])],          # one code made every run (checked above)
             "required": required, "claims": labels, "verdicts_seen": seen, "key_numbers": key_numbers,
             "unchecked": unchecked, "seeds": runs}

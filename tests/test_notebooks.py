@@ -405,7 +405,9 @@ def test_seed_study_says_which_seed_ran_in_which_configuration_when_they_differ(
     same = runner.seed_study("99_demo", tmp_path, (0, 1))
     assert same["configuration"] == amd and "configurations" not in same
     mixed = runner.seed_study("99_demo", tmp_path, (0, 1, 2))
-    assert mixed["configuration"] is None and mixed["configurations"] == {"0": amd, "1": amd, "2": intel}
+    assert mixed["configurations"] == {"0": amd, "1": amd, "2": intel}
+    assert mixed["configuration"] == amd                # the first seed's: what a default run at seed 0 should equal
+    assert runner.seed_study("99_demo", tmp_path, (2, 0))["configuration"] == intel
 
 
 def test_seed_runs_kept_in_the_repository_finish_a_study_in_another_checkout(tmp_path, monkeypatch):
